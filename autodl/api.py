@@ -1,0 +1,194 @@
+"""``AutoModel``: the one object users fit, query, and reload.
+
+Example (a few seconds on a small table):
+
+>>> from sklearn.datasets import load_breast_cancer
+>>> df = load_breast_cancer(as_frame=True).frame
+>>> model = AutoModel(target="target", max_trials=2, time_limit="60s", out="runs/doc", overwrite=True, verbosity=0)
+>>> model = model.fit(df)                                  # doctest: +SKIP
+>>> model.predict(df.drop(columns="target"))[:3]           # doctest: +SKIP
+array([0, 0, 0])
+>>> AutoModel.load("runs/doc").leaderboard().columns[0]    # doctest: +SKIP
+'rank'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from autodl.data import Schema, prepare_target, read_table
+from autodl.errors import DataError, RunError
+from autodl.fit import FitConfig, parse_time_limit, predict_output, prediction_frame, run_fit
+from autodl.features.frame import ModelData, to_model_inputs
+from autodl.progress import NullReporter, Reporter, RichReporter
+from autodl.run import RunDir
+
+
+class AutoModel:
+    """Searches zoo architectures for a table and keeps the best model.
+
+    Args:
+        target: the column to predict.
+        task: ``"binary"``, ``"multiclass"`` or ``"regression"``; inferred when ``None``.
+        metric: what the search optimizes (default accuracy / rmse).
+        time_limit: seconds, or ``"90s"``, ``"10m"``, ``"1h"``: the whole fit ends within it.
+        max_trials: the most search trials.
+        tuner: ``"bayesian"`` (default), ``"hyperband"`` or ``"random"``.
+        cv: folds for cross-validated selection; ``"auto"`` uses 5 on small data (≤ 3,000 rows), 0 = one split.
+        seed: makes a run repeatable on the same machine.
+        out: the run directory (default ``runs/<data>-<target>``).
+        overwrite: start fresh instead of resuming an unfinished run.
+        weight_column: a column of per-row sample weights.
+        drop: columns to leave out of the model.
+        models: zoo architectures to search (default all tabular entries).
+        ensemble: how many top trials may be averaged (1 disables).
+        refit: ``"auto"`` (after CV), ``"always"`` or ``"never"``.
+        class_weight: ``"auto"`` (balance strongly imbalanced targets), ``"balanced"`` or ``"none"``.
+        verbosity: 0 silent, 1 progress and summary.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        task: str | None = None,
+        metric: str | None = None,
+        time_limit: float | str | None = None,
+        max_trials: int = 20,
+        tuner: str = "bayesian",
+        cv: int | str | None = "auto",
+        seed: int = 0,
+        out: str | Path | None = None,
+        overwrite: bool = False,
+        weight_column: str | None = None,
+        drop: Sequence[str] = (),
+        models: Sequence[str] | None = None,
+        ensemble: int = 3,
+        refit: str = "auto",
+        max_epochs: int = 100,
+        class_weight: str = "auto",
+        verbosity: int = 1,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.config = FitConfig(
+            target=target, task=task, metric=metric, time_limit=parse_time_limit(time_limit),
+            max_trials=max_trials, tuner=tuner, cv=cv, seed=seed, out=None if out is None else str(out),
+            overwrite=overwrite, weight_column=weight_column, drop=tuple(drop),
+            models=None if models is None else tuple(models), ensemble=ensemble, refit=refit,
+            max_epochs=max_epochs, class_weight=class_weight,
+        )
+        self.verbosity = verbosity
+        self._reporter = reporter
+        self._run_dir: Path | None = None
+        self._manifest: dict[str, Any] | None = None
+        self._model: Any = None
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def fit(self, data: str | Path | pd.DataFrame, test_data: str | Path | pd.DataFrame | None = None) -> "AutoModel":
+        """Reads, searches, evaluates on the test split (or ``test_data``) and saves the run."""
+        reporter = self._reporter or (RichReporter() if self.verbosity else NullReporter())
+        result = run_fit(self.config, data, test_data, reporter=reporter)
+        self._run_dir = result.run_dir
+        self._manifest = result.manifest
+        self._model = result.model
+        return self
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> "AutoModel":
+        """The fitted model of a finished run directory."""
+        run = RunDir(run_dir)
+        manifest = run.read_complete_manifest()
+        obj = cls(target=manifest["target"], verbosity=0)
+        obj._run_dir = run.path
+        obj._manifest = manifest
+        return obj
+
+    # -- using the model -------------------------------------------------------------------
+
+    @property
+    def run_dir(self) -> Path:
+        self._check_fitted()
+        return self._run_dir  # type: ignore[return-value]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        self._check_fitted()
+        return self._manifest  # type: ignore[return-value]
+
+    @property
+    def schema(self) -> Schema:
+        return Schema.from_dict(self.manifest["schema"])
+
+    @property
+    def model(self) -> Any:
+        """The Keras model (loaded from ``model.keras`` on first use)."""
+        self._check_fitted()
+        if self._model is None:
+            import keras
+
+            import autodl.features.layers  # noqa: F401  (registers custom layers)
+            import autodl.zoo.tabular  # noqa: F401
+
+            path = RunDir(self.run_dir).model_path
+            try:
+                self._model = keras.models.load_model(path)
+            except (OSError, ValueError) as e:
+                raise RunError(f"cannot load {path} ({str(e).splitlines()[0]}); re-run 'autodl fit' with --overwrite") from None
+        return self._model
+
+    def predict_output(self, data: str | Path | pd.DataFrame) -> np.ndarray:
+        """Raw model output: probabilities ``(n, n_classes)`` or values ``(n,)``."""
+        df = _frame(data)
+        x = to_model_inputs(df, self.schema)
+        return predict_output(self.model, ModelData(x), self.schema.task)
+
+    def predict(self, data: str | Path | pd.DataFrame) -> np.ndarray:
+        """Class labels (classification) or values (regression), in input row order."""
+        output = self.predict_output(data)
+        return prediction_frame(self.schema, output)["prediction"].to_numpy()
+
+    def predict_proba(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+        """One column per class label with its probability."""
+        schema = self.schema
+        if schema.task == "regression":
+            raise DataError("predict_proba is for classifiers; this run is a regression, use predict")
+        output = self.predict_output(data)
+        return pd.DataFrame(output, columns=list(schema.classes or []))
+
+    def evaluate(self, data: str | Path | pd.DataFrame) -> dict[str, float]:
+        """Test metrics on labelled data (rows with a missing label are skipped)."""
+        from autodl import metrics as metrics_lib
+
+        schema = self.schema
+        df = _frame(data)
+        if schema.target not in df.columns:
+            raise DataError(f"data has no target column '{schema.target}'; evaluate needs labelled rows")
+        df = df[df[schema.target].notna()].reset_index(drop=True)
+        if df.empty:
+            raise DataError(f"every row's target '{schema.target}' is missing; evaluate needs labelled rows")
+        y = prepare_target(df[schema.target], schema)
+        weight = df[schema.weight_column].to_numpy(np.float32) if schema.weight_column in df.columns else None
+        output = predict_output(self.model, ModelData(to_model_inputs(df, schema)), schema.task)
+        return metrics_lib.compute(schema.task, y, output, weight)
+
+    def leaderboard(self) -> pd.DataFrame:
+        """One row per search trial, best first."""
+        path = RunDir(self.run_dir).leaderboard_path
+        if not path.exists():
+            raise RunError(f"{path} is missing; re-run 'autodl fit' with --overwrite")
+        return pd.read_csv(path)
+
+    def _check_fitted(self) -> None:
+        if self._run_dir is None:
+            raise RunError("this AutoModel is not fitted; call fit() or AutoModel.load(run_dir)")
+
+
+def _frame(data: str | Path | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        return data.reset_index(drop=True)
+    return read_table(data)

@@ -1,0 +1,229 @@
+"""The ``autodl`` command: a thin layer over ``AutoModel``.
+
+    autodl fit data.csv --target income --time-limit 10m
+    autodl predict runs/data-income new.csv -o predictions.csv
+    autodl evaluate runs/data-income labelled.csv
+    autodl leaderboard runs/data-income
+
+Problems with the input print one line and exit with code 2; ``--debug`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from autodl.errors import UserError
+
+app = typer.Typer(
+    help="Keras AutoML: point it at a table, get back a tuned, evaluated, reloadable Keras model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors.")) -> None:
+    """Keras AutoML for tables."""
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow's C++ start-up chatter hides autodl's own output.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def _split_list(value: Optional[str]) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+@app.command()
+def fit(
+    data: Path = typer.Argument(..., help="CSV (delimiter sniffed) or Parquet file with a header row."),
+    target: str = typer.Option(..., "--target", "-t", help="Column to predict."),
+    task: Optional[str] = typer.Option(None, help="binary, multiclass or regression (default: inferred from the target)."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Labelled test file; default: hold out 15% of DATA."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<data>-<target>)."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Budget for the whole fit, e.g. 90s, 10m, 1h."),
+    max_trials: int = typer.Option(20, "--max-trials", help="Most search trials."),
+    tuner: str = typer.Option("bayesian", help="bayesian, hyperband or random."),
+    metric: Optional[str] = typer.Option(None, help="Metric to optimize: accuracy, balanced_accuracy, log_loss, roc_auc, f1; rmse, mae, r2."),
+    cv: str = typer.Option("auto", help="K-fold selection: a number of folds, 0 for one validation split, auto = 5 folds up to 3,000 rows."),
+    seed: int = typer.Option(0, help="Random seed; the same seed repeats a run on the same machine."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start fresh instead of resuming an unfinished run in the same directory."),
+    weight_column: Optional[str] = typer.Option(None, "--weight-column", help="Column of per-row sample weights."),
+    drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated zoo architectures to search (default: all): mlp_plr, mlp, resnet, ft_transformer."),
+    ensemble: int = typer.Option(3, help="Average up to this many top trials when it helps on validation (1 disables)."),
+    refit: str = typer.Option("auto", help="Retrain the best configuration on all rows: auto (after CV), always, never."),
+    class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
+    max_epochs: int = typer.Option(100, "--max-epochs", help="Most epochs per trial (early stopping usually ends sooner)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Search zoo architectures for DATA, evaluate the best on a test split, save the run.
+
+    Running the same command again after a crash or Ctrl-C resumes the search.
+    """
+    _quiet_tensorflow()
+    from autodl.api import AutoModel
+
+    cv_value: Any = cv if cv == "auto" else _int_option(cv, "--cv")
+    model = AutoModel(
+        target=target, task=task, metric=metric, time_limit=time_limit, max_trials=max_trials, tuner=tuner,
+        cv=cv_value, seed=seed, out=out_dir, overwrite=overwrite, weight_column=weight_column,
+        drop=_split_list(drop), models=_split_list(models) or None, ensemble=ensemble, refit=refit,
+        class_weight=class_weight, max_epochs=max_epochs, verbosity=0 if quiet else 1,
+    )
+    model.fit(str(data), None if test is None else str(test))
+    _print_summary(model.manifest)
+
+
+def _int_option(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserError(f"{name} takes a whole number or 'auto', not {value!r}") from None
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
+    data: Path = typer.Argument(..., help="File with the same feature columns (the target may be absent)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV to write; default: standard output."),
+) -> None:
+    """Predict DATA with a fitted run: a 'prediction' column, plus 'proba_<class>' for classifiers."""
+    _quiet_tensorflow()
+    from autodl.api import AutoModel
+    from autodl.fit import prediction_frame
+    from autodl.run import atomic_write_text
+
+    model = AutoModel.load(run)
+    frame = prediction_frame(model.schema, model.predict_output(str(data)))
+    if output is None:
+        sys.stdout.write(frame.to_csv(index=False))
+    else:
+        atomic_write_text(output, frame.to_csv(index=False))
+        err.print(f"wrote {len(frame)} predictions to {output}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
+    data: Path = typer.Argument(..., help="Labelled file with the target column."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Score a fitted run on labelled DATA."""
+    _quiet_tensorflow()
+    from autodl.api import AutoModel
+
+    scores = AutoModel.load(run).evaluate(str(data))
+    if as_json:
+        out.print_json(json.dumps(scores))
+        return
+    table = Table(title=f"{run} on {data}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in scores.items():
+        table.add_row(name, f"{value:.4f}")
+    out.print(table)
+
+
+@app.command()
+def leaderboard(run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'.")) -> None:
+    """Show the search trials of a run, best first."""
+    from autodl.run import RunDir
+
+    manifest = RunDir(run).read_complete_manifest()
+    import pandas as pd
+
+    path = RunDir(run).leaderboard_path
+    if not path.exists():
+        raise UserError(f"{path} is missing; re-run 'autodl fit' with --overwrite")
+    board = pd.read_csv(path)
+    table = Table(title=f"leaderboard · {run} · objective {manifest['search']['objective']}")
+    for col in [c for c in board.columns if c != "hyperparameters"]:
+        table.add_column(col, justify="right" if col != "architecture" else "left")
+    for _, row in board.iterrows():
+        table.add_row(*[_cell(row[c]) for c in board.columns if c != "hyperparameters"])
+    out.print(table)
+
+
+@app.command()
+def sample(
+    name: str = typer.Argument("breast-cancer", help="breast-cancer (binary), wine (multiclass) or diabetes (regression)."),
+    output: Path = typer.Option(Path("sample_data/breast_cancer.csv"), "--output", "-o", help="CSV to write."),
+) -> None:
+    """Write a bundled sample table (from scikit-learn's datasets, no download) to try autodl on."""
+    from autodl.samples import SAMPLES, write_sample
+
+    path = write_sample(name, output)
+    err.print(f"wrote {path}: {SAMPLES[name]}")
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if value != value else (f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}")
+    return str(value)
+
+
+def _print_summary(manifest: dict[str, Any]) -> None:
+    final = manifest["final_model"]
+    table = Table(title=f"autodl fit · {manifest['task']} · target '{manifest['target']}'")
+    table.add_column("")
+    table.add_column("", justify="right")
+    for name, value in manifest["metrics"]["test"].items():
+        table.add_row(f"test {name}", f"{value:.4f}")
+    table.add_row(f"validation {manifest['metric']}", f"{final[f'val_' + manifest['metric']]:.4f}")
+    table.add_row("final model", f"{final['kind']} ({', '.join('trial ' + m for m in final['members'])})")
+    table.add_row("trials", f"{manifest['search']['completed']} completed / {manifest['search']['trials']}")
+    table.add_row("rows train/valid/test", f"{manifest['split']['train']}/{manifest['split']['valid']}/{manifest['split']['test']}")
+    table.add_row("time", f"{manifest['timings']['total']:.1f} s")
+    table.add_row("run directory", f"{manifest.get('run_dir', '')} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
+    out.print(table)
+    out.print(final["reason"])
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: maps errors to exit codes (2 for bad input, 130 for Ctrl-C)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="autodl", standalone_mode=False)
+        return 0
+    except typer.Exit as e:
+        return e.exit_code
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except typer.TyperException as e:  # usage errors: unknown option, missing argument
+        show = getattr(e, "show", None)
+        show() if show else print(f"error: {e}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("interrupted: run the same command again to resume the search", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The data layer: read a table, infer its schema and task, encode the target, split the rows.
+
+Example:
+
+>>> import pandas as pd
+>>> from autodl.data import infer_schema, prepare_target, train_valid_test_split
+>>> df = pd.DataFrame({"x": [0.5, 1.5, 2.5, 3.5] * 10, "y": ["a", "b"] * 20})
+>>> schema = infer_schema(df, "y")
+>>> y = prepare_target(df["y"], schema)
+>>> split = train_valid_test_split(y, stratify=schema.is_classification, seed=0)
+>>> schema.task, len(split.train) + len(split.valid) + len(split.test)
+('binary', 40)
+
+Nothing here imports tensorflow or keras, so reading and inspecting data stays fast.
+"""
+
+from autodl.data.io import file_fingerprint, read_table
+from autodl.data.schema import ColumnSpec, Schema, infer_schema, infer_task, prepare_target, schema_table
+from autodl.data.split import Split, kfold_indices, train_valid_test_split
+
+__all__ = [
+    "ColumnSpec",
+    "Schema",
+    "Split",
+    "file_fingerprint",
+    "infer_schema",
+    "infer_task",
+    "kfold_indices",
+    "prepare_target",
+    "read_table",
+    "schema_table",
+    "train_valid_test_split",
+]

@@ -1,0 +1,135 @@
+"""Preprocessing statistics, computed once on the training split.
+
+Each trial builds fresh preprocessing layers from these numbers instead of
+re-adapting layers, so a search of many trials reads the data once and every
+model holds the same vocabularies and scalers.
+
+Example:
+
+>>> import pandas as pd
+>>> from autodl.data.schema import ColumnSpec, Schema
+>>> schema = Schema("y", "binary", [ColumnSpec("c", "categorical", "string", 2, 0.0)])
+>>> stats = fit_stats({"c": np.array(["a", "b", "a"], dtype=object)}, schema)
+>>> stats.vocabularies["c"]
+['a']
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autodl.data.schema import Schema
+from autodl.features.layers import DateTimeParts
+
+N_QUANTILES = 32
+MAX_CATEGORIES = 1000
+MAX_TEXT_TOKENS = 5000
+
+
+@dataclass
+class FeatureStats:
+    """Everything the preprocessing layers need, for one training split."""
+
+    numeric_names: list[str] = field(default_factory=list)  # numeric block order (datetime parts included)
+    fill_values: list[float] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)
+    variances: list[float] = field(default_factory=list)
+    quantiles: list[list[float]] = field(default_factory=list)
+    missing_columns: list[int] = field(default_factory=list)  # numeric block positions that had NaN
+    vocabularies: dict[str, list[Any]] = field(default_factory=dict)
+    text_vocabularies: dict[str, list[str]] = field(default_factory=dict)
+    text_idf: dict[str, list[float]] = field(default_factory=dict)
+
+
+def numeric_block(x: dict[str, np.ndarray], schema: Schema) -> tuple[list[str], np.ndarray]:
+    """The ``(rows, n)`` matrix the model's numeric block sees, with its column names."""
+    names: list[str] = []
+    cols: list[np.ndarray] = []
+    for col in schema.features:
+        if col.kind == "numeric":
+            names.append(col.name)
+            cols.append(x[col.name].astype(np.float64))
+        elif col.kind == "datetime":
+            seconds = pd.Series(x[col.name])
+            stamp = pd.to_datetime(seconds, unit="s", utc=True)
+            parts = [stamp.dt.year, stamp.dt.month, stamp.dt.day, stamp.dt.weekday, stamp.dt.hour]
+            for part_name, part in zip(DateTimeParts.PARTS, parts):
+                names.append(f"{col.name}.{part_name}")
+                cols.append(part.to_numpy(dtype=np.float64, na_value=np.nan))
+    n_rows = len(next(iter(x.values()))) if x else 0
+    matrix = np.stack(cols, axis=1) if cols else np.zeros((n_rows, 0))
+    return names, matrix
+
+
+def fit_stats(x: dict[str, np.ndarray], schema: Schema, *, n_quantiles: int = N_QUANTILES) -> FeatureStats:
+    """Computes scalers, quantiles and vocabularies from training inputs (``to_model_inputs`` output)."""
+    stats = FeatureStats()
+    names, matrix = numeric_block(x, schema)
+    stats.numeric_names = names
+    probs = np.linspace(0.0, 1.0, n_quantiles + 1)
+    for j in range(matrix.shape[1]):
+        column = matrix[:, j]
+        present = column[~np.isnan(column)]
+        if present.size == 0:
+            present = np.zeros(1)
+        fill = float(np.median(present))
+        stats.fill_values.append(fill)
+        filled = np.where(np.isnan(column), fill, column)
+        stats.means.append(float(filled.mean()))
+        stats.variances.append(float(max(filled.var(), 1e-12)))
+        stats.quantiles.append([float(q) for q in np.quantile(present, probs)])
+        if np.isnan(column).any():
+            stats.missing_columns.append(j)
+    for col in schema.features:
+        if col.kind == "categorical":
+            stats.vocabularies[col.name] = category_vocabulary(x[col.name], integer=col.storage == "int")
+        elif col.kind == "text":
+            vocab, idf = text_vocabulary(x[col.name])
+            stats.text_vocabularies[col.name] = vocab
+            stats.text_idf[col.name] = idf
+    return stats
+
+
+def category_vocabulary(values: np.ndarray, *, integer: bool, max_categories: int = MAX_CATEGORIES) -> list[Any]:
+    """Frequent categories, most frequent first.
+
+    Categories seen once are left to the out-of-vocabulary bucket when there are
+    others, so that bucket is trained on rare values and serves unseen ones well.
+    """
+    counts = pd.Series(values).value_counts(sort=True, dropna=True)
+    if integer:
+        from autodl.features.frame import INT_MISSING
+
+        counts = counts[counts.index != INT_MISSING]
+    frequent = counts[counts >= 2]
+    kept = frequent if len(frequent) > 0 else counts
+    kept = kept.iloc[:max_categories]
+    if integer:
+        return [int(v) for v in kept.index]
+    return [str(v) for v in kept.index]
+
+
+def text_vocabulary(values: np.ndarray, max_tokens: int = MAX_TEXT_TOKENS) -> tuple[list[str], list[float]]:
+    """Vocabulary (most frequent tokens) and IDF weights for a TF-IDF ``TextVectorization``.
+
+    Tokenized like the layer's default standardization (lower case, punctuation
+    stripped, split on whitespace); IDF as Keras computes it on adapt:
+    ``log(1 + n_docs / (1 + doc_frequency))``.
+    """
+    doc_freq: dict[str, int] = {}
+    for text in values:
+        for token in set(_PUNCTUATION.sub("", str(text).lower()).split()):
+            doc_freq[token] = doc_freq.get(token, 0) + 1
+    ranked = sorted(doc_freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_tokens]
+    n_docs = max(len(values), 1)
+    vocab = [token for token, _ in ranked]
+    idf = [float(np.log1p(n_docs / (1.0 + df))) for _, df in ranked]
+    return vocab, idf
+
+
+_PUNCTUATION = re.compile(r'[!"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~\']')

@@ -1,0 +1,543 @@
+"""The fit pipeline: read → schema → split → search → refit/ensemble → evaluate → write.
+
+Each stage is one function with typed inputs and outputs; ``run_fit`` chains
+them and writes everything into one run directory. ``AutoModel.fit`` (api.py)
+and ``autodl fit`` (cli.py) are thin layers over ``run_fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autodl import metrics as metrics_lib
+from autodl.data import (
+    Schema,
+    Split,
+    file_fingerprint,
+    infer_schema,
+    kfold_indices,
+    prepare_target,
+    read_table,
+    schema_table,
+    train_valid_test_split,
+)
+from autodl.errors import RunError, UserError
+from autodl.features.frame import ModelData, to_model_inputs
+from autodl.progress import NullReporter, Reporter
+from autodl.run import RunDir, atomic_write, atomic_write_text
+
+SMALL_DATA_ROWS = 3000  # at or below this many training rows, --cv auto selects with 5 folds
+IMBALANCE_RATIO = 0.2  # --class-weight auto balances when minority/majority falls below this
+
+
+@dataclass
+class FitConfig:
+    """Validated options of one fit (the CLI flags and ``AutoModel`` arguments)."""
+
+    target: str
+    task: str | None = None
+    metric: str | None = None
+    time_limit: float | None = None
+    max_trials: int = 20
+    tuner: str = "bayesian"
+    cv: int | str | None = "auto"
+    seed: int = 0
+    out: str | None = None
+    overwrite: bool = False
+    weight_column: str | None = None
+    drop: tuple[str, ...] = ()
+    models: tuple[str, ...] | None = None
+    ensemble: int = 3
+    refit: str = "auto"
+    max_epochs: int = 100
+    valid_fraction: float = 0.15
+    test_fraction: float = 0.15
+    class_weight: str = "auto"
+
+    def validate(self) -> "FitConfig":
+        from autodl.search import TUNERS
+
+        if self.tuner not in TUNERS:
+            raise UserError(f"unknown tuner {self.tuner!r}; choose one of: {', '.join(TUNERS)}")
+        if self.max_trials < 1:
+            raise UserError("--max-trials must be at least 1")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise UserError("--time-limit must be positive, e.g. 90s, 10m or 1h")
+        if self.refit not in ("auto", "always", "never"):
+            raise UserError(f"--refit must be auto, always or never, not {self.refit!r}")
+        if self.class_weight not in ("auto", "balanced", "none"):
+            raise UserError(f"--class-weight must be auto, balanced or none, not {self.class_weight!r}")
+        if self.ensemble < 1:
+            raise UserError("--ensemble must be at least 1 (1 disables ensembling)")
+        if self.models:
+            from autodl import zoo
+
+            known = [e.card.name for e in zoo.list_entries("tabular")]
+            unknown = [m for m in self.models if m not in known]
+            if unknown:
+                raise UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(known)}")
+        if isinstance(self.cv, int) and self.cv == 1:
+            raise UserError("--cv needs at least 2 folds (or 0 for a single validation split)")
+        return self
+
+
+@dataclass
+class Prepared:
+    """The labelled rows, as model inputs, and where each one goes."""
+
+    schema: Schema
+    data: ModelData
+    split: Split
+    test: ModelData
+    folds: list[tuple[np.ndarray, np.ndarray]] | None
+    test_frame: pd.DataFrame
+    target_mean: float = 0.0
+    target_std: float = 1.0
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    manifest: dict[str, Any]
+    leaderboard: pd.DataFrame
+    model: Any = field(repr=False, default=None)
+
+
+def parse_time_limit(value: str | float | int | None) -> float | None:
+    """Seconds from ``90``, ``"90s"``, ``"10m"``, ``"1.5h"``; ``None`` means no limit."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        if text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except (ValueError, IndexError):
+        raise UserError(f"cannot read time limit {value!r}; write it like 90s, 10m or 1h") from None
+
+
+def default_run_dir(data: str | pd.DataFrame, target: str) -> Path:
+    stem = Path(data).stem if isinstance(data, (str, Path)) else "dataframe"
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in f"{stem}-{target}")
+    return Path("runs") / safe
+
+
+# -- stages ------------------------------------------------------------------------------
+
+
+def read_inputs(data: str | Path | pd.DataFrame, role: str = "data") -> tuple[pd.DataFrame, str]:
+    """A DataFrame and a fingerprint that tells a resumed run whether it sees the same data."""
+    if isinstance(data, pd.DataFrame):
+        if data.empty:
+            raise UserError(f"the {role} DataFrame is empty")
+        digest = pd.util.hash_pandas_object(data, index=False).to_numpy()
+        return data.reset_index(drop=True), "frame:" + str(int(digest.sum(dtype=np.uint64)))
+    return read_table(data, role=role), "file:" + file_fingerprint(data)
+
+
+def prepare(
+    df: pd.DataFrame, test_df: pd.DataFrame | None, config: FitConfig, *, split: Split | None = None
+) -> Prepared:
+    schema = infer_schema(
+        df, config.target, task=config.task, weight_column=config.weight_column, drop=config.drop
+    )
+    labelled = df[df[config.target].notna()].reset_index(drop=True)
+    data = to_data(labelled, schema)
+    stratify = schema.is_classification
+    if split is None:
+        split = train_valid_test_split(
+            data.y,  # type: ignore[arg-type]
+            stratify=stratify,
+            valid_fraction=config.valid_fraction,
+            test_fraction=0.0 if test_df is not None else config.test_fraction,
+            seed=config.seed,
+            class_names=schema.classes,
+        )
+    if test_df is not None:
+        if config.target not in test_df.columns:
+            raise UserError(f"test file has no target column '{config.target}'; it needs labels to be scored")
+        test_labelled = test_df[test_df[config.target].notna()].reset_index(drop=True)
+        test = to_data(test_labelled, schema)
+        test_frame = test_labelled
+    else:
+        test = data.take(split.test)
+        test_frame = labelled.iloc[split.test].reset_index(drop=True)
+    pool_rows = np.concatenate([split.train, split.valid])
+    folds = None
+    n_folds = resolve_cv(config.cv, len(pool_rows))
+    if n_folds:
+        folds = kfold_indices(
+            data.y[pool_rows], k=n_folds, stratify=stratify, seed=config.seed, class_names=schema.classes  # type: ignore[index]
+        )
+    prepared = Prepared(schema=schema, data=data, split=split, test=test, folds=folds, test_frame=test_frame)
+    apply_weights(prepared, config)
+    return prepared
+
+
+def to_data(df: pd.DataFrame, schema: Schema) -> ModelData:
+    y = prepare_target(df[schema.target], schema)
+    weight = None
+    if schema.weight_column:
+        weight = df[schema.weight_column].to_numpy(dtype=np.float32)
+    return ModelData(to_model_inputs(df, schema), y, weight)
+
+
+def resolve_cv(cv: int | str | None, n_rows: int) -> int:
+    """Number of folds, or 0 for a single validation split."""
+    if cv == "auto":
+        return 5 if n_rows <= SMALL_DATA_ROWS else 0
+    if cv in (None, 0, "0", "none"):
+        return 0
+    return int(cv)  # type: ignore[arg-type]
+
+
+def apply_weights(prepared: Prepared, config: FitConfig) -> None:
+    """Class weights (for imbalance) times the weight column, scaled to mean 1 on training rows."""
+    data, schema = prepared.data, prepared.schema
+    train_rows = np.concatenate([prepared.split.train, prepared.split.valid]) if prepared.folds else prepared.split.train
+    if schema.task == "regression":
+        y_train = data.y[prepared.split.train]  # type: ignore[index]
+        prepared.target_mean = float(np.mean(y_train))
+        prepared.target_std = float(np.std(y_train)) or 1.0
+    weights = np.ones(len(data), dtype=np.float32) if data.sample_weight is None else data.sample_weight.copy()
+    if schema.is_classification:
+        counts = np.bincount(data.y[train_rows], minlength=len(schema.classes or []))  # type: ignore[index]
+        present = counts[counts > 0]
+        balance = config.class_weight == "balanced" or (
+            config.class_weight == "auto" and present.min() / present.max() < IMBALANCE_RATIO
+        )
+        if balance:
+            class_weight = np.where(counts > 0, len(train_rows) / (len(present) * np.maximum(counts, 1)), 0.0)
+            weights = weights * class_weight[data.y].astype(np.float32)  # type: ignore[index]
+            schema.notes.append("classes weighted for balance (--class-weight)")
+    if schema.weight_column is None and not np.any(weights != 1.0):
+        data.sample_weight = None
+        return
+    weights = weights / max(float(weights[train_rows].mean()), 1e-12)
+    data.sample_weight = weights.astype(np.float32)
+
+
+@dataclass
+class Final:
+    """The model the run ships, and why it is that one."""
+
+    model: Any
+    kind: str  # "single", "ensemble" or "refit"
+    members: list[str]
+    reason: str
+    valid_score: float
+
+
+def search(
+    prepared: Prepared, config: FitConfig, run: RunDir, *, metric: str, deadline: float | None, reporter: Reporter, resume: bool
+) -> Any:
+    """Runs (or resumes) the keras-tuner search; returns the tuner with its trials."""
+    import keras_tuner as kt
+
+    from autodl import zoo
+    from autodl.features import fit_stats
+    from autodl.search import AutoTuner, Budget, TabularHyperModel, make_oracle
+
+    data, split = prepared.data, prepared.split
+    pool_rows = np.concatenate([split.train, split.valid])
+    train_rows = pool_rows if prepared.folds else split.train
+    stats = fit_stats(data.take(train_rows).x, prepared.schema)
+    architectures = list(config.models or [e.card.name for e in zoo.list_entries("tabular")])
+    n_train = len(prepared.folds[0][0]) if prepared.folds else len(split.train)
+    hypermodel = TabularHyperModel(
+        prepared.schema, stats, n_train_rows=n_train, architectures=architectures, metric=metric,
+        target_mean=prepared.target_mean, target_std=prepared.target_std,
+    )
+    objective = kt.Objective(f"val_{metric}", metrics_lib.direction(metric))
+    oracle = make_oracle(
+        config.tuner, objective, max_trials=config.max_trials, seed=config.seed,
+        initial_configs=[{"architecture": a} for a in architectures], max_epochs=config.max_epochs,
+    )
+    tuner = AutoTuner(
+        oracle=oracle, hypermodel=hypermodel, directory=str(run.path), project_name="tuner",
+        overwrite=not resume, budget=Budget(deadline=deadline), reporter=reporter, seed=config.seed,
+        max_epochs=config.max_epochs, folds=prepared.folds, keep_top_k=max(config.ensemble, 1),
+    )
+    if prepared.folds:
+        tuner.search(data.take(pool_rows), None)
+    else:
+        tuner.search(data.take(split.train), data.take(split.valid))
+    return tuner
+
+
+def finalize(
+    tuner: Any, prepared: Prepared, config: FitConfig, *, metric: str, deadline: float | None, reporter: Reporter
+) -> Final:
+    """Chooses the shipped model: refit (CV), ensemble of top trials, or the best trial."""
+    from autodl.features import make_inputs
+    from autodl.recipes.tabular import predict
+    from autodl.train import average_models, greedy_ensemble, refit
+
+    ranked = tuner.ranked_trials()
+    if not ranked:
+        failures = [t for t in tuner.oracle.trials.values() if t.status != "COMPLETED"]
+        detail = ""
+        if failures and failures[-1].message:
+            detail = ": " + failures[-1].message.strip().splitlines()[-1]
+        raise UserError(f"no trial finished within the budget{detail}; raise --time-limit or --max-trials")
+    best = ranked[0]
+    split, data, schema = prepared.split, prepared.data, prepared.schema
+    pool = data.take(np.concatenate([split.train, split.valid]))
+    do_refit = config.refit == "always" or (config.refit == "auto" and prepared.folds is not None)
+    if do_refit:
+        epochs = tuner.best_epoch(best)
+        seconds = tuner.trial_log.get(best.trial_id, {}).get("seconds", 0.0)
+        n_folds = len(prepared.folds) if prepared.folds else 1
+        # One fold's training is roughly a trial's time / folds; all rows cost a bit more.
+        expected = seconds / n_folds * 1.3
+        if deadline is None or time.monotonic() + expected < deadline:
+            reporter.message(f"refit: {best.hyperparameters.values['architecture']} on all {len(pool)} rows, {epochs} epochs")
+            model = refit(tuner.hypermodel, best.hyperparameters, pool, epochs=epochs, seed=config.seed, deadline=deadline)
+            return Final(
+                model, "refit", [best.trial_id],
+                "cross-validated configuration retrained on all training rows" if prepared.folds
+                else "--refit always: best configuration retrained on train+validation",
+                float(best.score),
+            )
+        reporter.message("refit skipped: not enough time left; keeping the best trial's weights")
+    top = [t for t in ranked[: config.ensemble] if _has_checkpoint(tuner, t)]
+    if not top:
+        raise RunError("the best trials' checkpoints are missing from the run's tuner/ folder; re-run with --overwrite")
+    models = [_named(tuner.load_model(t), f"trial_{t.trial_id}") for t in top]
+    if prepared.folds is not None:
+        return Final(models[0], "single", [top[0].trial_id], "best trial (fold-0 weights); refit disabled or out of time", float(top[0].score))
+    valid = data.take(split.valid)
+    outputs = [predict(m, valid) for m in models]
+    single_score = metrics_lib.compute(schema.task, valid.y, outputs[0], valid.sample_weight)[metric]  # type: ignore[arg-type]
+    if len(models) > 1:
+        chosen, score = greedy_ensemble(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.sample_weight)  # type: ignore[arg-type]
+        if len(chosen) > 1 and metrics_lib.is_better(score, single_score, metric):
+            members = [models[i] for i in chosen]
+            ensemble = average_models(members, make_inputs(schema))
+            return Final(
+                ensemble, "ensemble", [top[i].trial_id for i in chosen],
+                f"averaging {len(chosen)} top trials beats the best single trial on validation "
+                f"({score:.4f} vs {single_score:.4f} {metric})",
+                float(score),
+            )
+    return Final(models[0], "single", [top[0].trial_id], "best trial on validation (its best-epoch weights)", float(single_score))
+
+
+def _has_checkpoint(tuner: Any, trial: Any) -> bool:
+    return Path(tuner._get_checkpoint_fname(trial.trial_id)).exists()
+
+
+def _named(model: Any, name: str) -> Any:
+    import keras
+
+    # Members of an ensemble need distinct names to nest in one functional model.
+    return keras.Model(model.input, model.output, name=name)
+
+
+def predict_output(model: Any, data: ModelData, task: str) -> np.ndarray:
+    from autodl.recipes.tabular import predict
+
+    out = predict(model, data)
+    return out.reshape(-1) if task == "regression" else out
+
+
+def evaluate_output(schema: Schema, y: np.ndarray, output: np.ndarray, sample_weight: np.ndarray | None) -> dict[str, float]:
+    return metrics_lib.compute(schema.task, y, output, sample_weight)
+
+
+def prediction_frame(schema: Schema, output: np.ndarray) -> pd.DataFrame:
+    """``prediction`` plus one ``proba_<class>`` column per class for classifiers."""
+    if schema.task == "regression":
+        return pd.DataFrame({"prediction": output})
+    classes = schema.classes or []
+    frame = pd.DataFrame({"prediction": [classes[i] for i in output.argmax(axis=1)]})
+    for j, label in enumerate(classes):
+        frame[f"proba_{label}"] = output[:, j]
+    return frame
+
+
+def leaderboard_frame(tuner: Any, metric: str) -> pd.DataFrame:
+    rows = []
+    ranked_ids = [t.trial_id for t in tuner.ranked_trials()]
+    for trial in tuner.oracle.trials.values():
+        log = tuner.trial_log.get(trial.trial_id, {})
+        values = {k: v for k, v in trial.hyperparameters.values.items() if not k.startswith("tuner/")}
+        rows.append(
+            {
+                "rank": ranked_ids.index(trial.trial_id) + 1 if trial.trial_id in ranked_ids else None,
+                "trial": trial.trial_id,
+                "architecture": values.get("architecture"),
+                f"val_{metric}": None if trial.score is None else float(trial.score),
+                "epochs": tuner.best_epoch(trial) if trial.status == "COMPLETED" else None,
+                "seconds": round(log.get("seconds", math.nan), 2),
+                "status": str(trial.status),
+                "hyperparameters": json.dumps(values, sort_keys=True, default=str),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["rank", "trial"], na_position="last").reset_index(drop=True)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("autodl", "tensorflow", "keras", "keras-tuner", "numpy", "pandas", "scikit-learn"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+# -- the whole pipeline ------------------------------------------------------------------
+
+
+def open_run(config: FitConfig, data: str | Path | pd.DataFrame, fingerprint: str) -> tuple[RunDir, bool]:
+    """The run directory, and whether this fit resumes an interrupted one."""
+    run = RunDir(config.out or default_run_dir(data, config.target))
+    if config.overwrite:
+        run.clear()
+        return run, False
+    if run.exists():
+        manifest = run.read_manifest()
+        if manifest["status"] == "complete":
+            raise RunError(
+                f"'{run.path}' already holds a finished run; pass --overwrite to replace it or --out to write elsewhere"
+            )
+        if manifest.get("data", {}).get("fingerprint") != fingerprint or manifest.get("config", {}).get("target") != config.target:
+            raise RunError(
+                f"'{run.path}' holds an unfinished run on other data or another target; pass --overwrite to start fresh"
+            )
+        return run, run.split_path.exists()
+    if run.path.exists() and any(run.path.iterdir()):
+        raise RunError(f"'{run.path}' exists and is not an autodl run; choose another --out")
+    run.create()
+    return run, False
+
+
+def run_fit(
+    config: FitConfig,
+    data: str | Path | pd.DataFrame,
+    test_data: str | Path | pd.DataFrame | None = None,
+    *,
+    reporter: Reporter | None = None,
+) -> FitResult:
+    """Fits, evaluates and saves; the run directory's ``run.json`` says how it went."""
+    start = time.monotonic()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    reporter = reporter or NullReporter()
+    config.validate()
+    df, fingerprint = read_inputs(data)
+    test_df = read_inputs(test_data, role="test")[0] if test_data is not None else None
+    run, resume = open_run(config, data, fingerprint)
+    split = _load_split(run) if resume else None
+    prepared = prepare(df, test_df, config, split=split)
+    schema = prepared.schema
+    metric = metrics_lib.validate_metric(config.metric, schema.task)
+    reporter.message(schema_table(schema))
+    timings: dict[str, float] = {"prepare": time.monotonic() - start}
+    if not resume:
+        atomic_write(run.split_path, lambda p: np.savez(p, train=prepared.split.train, valid=prepared.split.valid, test=prepared.split.test))
+    manifest: dict[str, Any] = {
+        "status": "running",
+        "autodl_version": versions()["autodl"],
+        "started_at": started_at,
+        "config": asdict(config),
+        "data": {
+            "source": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>",
+            "fingerprint": fingerprint,
+            "rows": int(len(df)),
+            "test_source": None if test_data is None else (str(test_data) if not isinstance(test_data, pd.DataFrame) else "<DataFrame>"),
+        },
+        "task": schema.task,
+        "target": schema.target,
+        "metric": metric,
+        "schema": schema.to_dict(),
+        "split": {
+            "train": int(len(prepared.split.train)),
+            "valid": int(len(prepared.split.valid)),
+            "test": int(len(prepared.test)),
+            "cv_folds": len(prepared.folds) if prepared.folds else 0,
+        },
+        "seed": config.seed,
+        "versions": versions(),
+    }
+    run.write_manifest(manifest)
+    search_deadline = final_deadline = None
+    if config.time_limit is not None:
+        refit_mode = prepared.folds is not None or config.refit == "always"
+        reserve = max((0.25 if refit_mode else 0.08) * config.time_limit, min(20.0, 0.3 * config.time_limit))
+        search_deadline = start + config.time_limit - reserve
+        final_deadline = start + 0.97 * config.time_limit
+    try:
+        t0 = time.monotonic()
+        tuner = search(prepared, config, run, metric=metric, deadline=search_deadline, reporter=reporter, resume=resume)
+        timings["search"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        final = finalize(tuner, prepared, config, metric=metric, deadline=final_deadline, reporter=reporter)
+        timings["finalize"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        test_output = predict_output(final.model, prepared.test, schema.task)
+        test_metrics = evaluate_output(schema, prepared.test.y, test_output, prepared.test.sample_weight)  # type: ignore[arg-type]
+        predictions = prediction_frame(schema, test_output)
+        predictions.insert(0, schema.target, prepared.test_frame[schema.target].to_numpy())
+        atomic_write_text(run.predictions_path, predictions.to_csv(index=False))
+        leaderboard = leaderboard_frame(tuner, metric)
+        atomic_write_text(run.leaderboard_path, leaderboard.to_csv(index=False))
+        tuner.prune_checkpoints(keep=final.members if final.kind != "refit" else [])
+        atomic_write(run.model_path, lambda p: final.model.save(p))
+        timings["evaluate_and_save"] = time.monotonic() - t0
+    except BaseException as exc:  # noqa: BLE001 - record why the run stopped, then re-raise
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        manifest.update(status=status, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        run.write_manifest(manifest)
+        raise
+    timings["total"] = time.monotonic() - start
+    manifest.update(
+        status="complete",
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        final_model={
+            "kind": final.kind,
+            "members": final.members,
+            "reason": final.reason,
+            f"val_{metric}": final.valid_score,
+            "parameters": int(final.model.count_params()),
+        },
+        best_trial={
+            "trial": tuner.ranked_trials()[0].trial_id,
+            "hyperparameters": {k: v for k, v in tuner.ranked_trials()[0].hyperparameters.values.items() if not k.startswith("tuner/")},
+        },
+        search={
+            "tuner": config.tuner,
+            "objective": f"val_{metric}",
+            "direction": metrics_lib.direction(metric),
+            "trials": int(len(leaderboard)),
+            "completed": int((leaderboard["status"] == "COMPLETED").sum()) if len(leaderboard) else 0,
+        },
+        metrics={"validation": {metric: final.valid_score}, "test": test_metrics},
+        leaderboard=json.loads(leaderboard.drop(columns=["hyperparameters"]).to_json(orient="records")),
+        timings={k: round(v, 2) for k, v in timings.items()},
+    )
+    manifest["run_dir"] = str(run.path)
+    manifest["disk_bytes"] = run.size_bytes()
+    run.write_manifest(manifest)
+    return FitResult(run_dir=run.path, manifest=manifest, leaderboard=leaderboard, model=final.model)
+
+
+def _load_split(run: RunDir) -> Split:
+    with np.load(run.split_path) as z:
+        return Split(train=z["train"], valid=z["valid"], test=z["test"])

@@ -1,0 +1,121 @@
+"""What to build: one keras-tuner HyperModel over the registered tabular zoo entries.
+
+The HyperModel chooses the architecture (and, inside a conditional scope, that
+architecture's own hyperparameters from its zoo builder), the numeric
+transform, and the training recipe's optimizer settings and batch size.
+
+Example:
+
+>>> import keras_tuner as kt, numpy as np
+>>> from autodl.data.schema import ColumnSpec, Schema
+>>> from autodl.features import fit_stats
+>>> schema = Schema("y", "binary", [ColumnSpec("x", "numeric", "float", 9, 0.0)], classes=[0, 1])
+>>> stats = fit_stats({"x": np.arange(9, dtype="float32")}, schema)
+>>> model = TabularHyperModel(schema, stats, n_train_rows=9).build(kt.HyperParameters())
+>>> model.output.shape
+(None, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import keras_tuner as kt
+
+from autodl import zoo
+from autodl.data.schema import Schema
+from autodl.features import NUMERIC_TRANSFORMS, FeatureStats, build_inputs
+from autodl.features.frame import ModelData
+from autodl.recipes import tabular as recipe
+
+BATCH_SIZES: tuple[int, ...] = (32, 64, 128, 256, 512)
+
+
+def default_batch_size(n_rows: int) -> int:
+    """Roughly 50+ steps per epoch on small data, 256 on medium and large tables."""
+    for size in (256, 128, 64):
+        if n_rows >= size * 40:
+            return size
+    return 32
+
+
+def output_head(representation: Any, schema: Schema) -> Any:
+    """The task head: class probabilities, or the value on the target's own scale."""
+    if schema.task == "regression":
+        return keras.layers.Dense(1, name="value")(representation)
+    return keras.layers.Dense(len(schema.classes or []), activation="softmax", name="proba")(representation)
+
+
+class TabularHyperModel(kt.HyperModel):
+    """Search space over zoo architectures and the training recipe for one table."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        stats: FeatureStats,
+        *,
+        n_train_rows: int,
+        architectures: Sequence[str] | None = None,
+        metric: str = "accuracy",
+        patience: int = 8,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
+    ) -> None:
+        super().__init__(name="autodl_tabular")
+        self.schema = schema
+        self.stats = stats
+        self.n_train_rows = n_train_rows
+        self.architectures = list(architectures or [e.card.name for e in zoo.list_entries("tabular")])
+        self.metric = metric
+        self.patience = patience
+        # Regression heads learn a standardized target; Rescaling maps back to the user's units.
+        self.target_mean = target_mean
+        self.target_std = target_std
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        architecture = hp.Choice("architecture", self.architectures, default=self.architectures[0])
+        transform = hp.Choice("numeric_transform", list(NUMERIC_TRANSFORMS), default="quantile")
+        learning_rate = hp.Float("learning_rate", 1e-4, 3e-3, sampling="log", default=1e-3)
+        weight_decay = hp.Choice("weight_decay", [0.0, 1e-5, 1e-4, 1e-3], default=1e-5)
+        inputs, features = build_inputs(self.schema, self.stats, numeric_transform=transform)
+        with hp.conditional_scope("architecture", [architecture]):
+            representation = zoo.get(architecture).build(hp, features)
+        output = output_head(representation, self.schema)
+        if self.schema.task == "regression":
+            output = keras.layers.Rescaling(self.target_std, offset=self.target_mean, name="target_scale")(output)
+            output = keras.layers.Reshape((), name="prediction")(output)
+        model = keras.Model(inputs, output, name=f"autodl_{architecture}")
+        return recipe.compile_model(
+            model, task=self.schema.task, learning_rate=learning_rate, weight_decay=weight_decay
+        )
+
+    def batch_size(self, hp: kt.HyperParameters) -> int:
+        return hp.Choice("batch_size", list(BATCH_SIZES), default=default_batch_size(self.n_train_rows))
+
+    def fit(  # type: ignore[override]
+        self,
+        hp: kt.HyperParameters,
+        model: keras.Model,
+        train_data: ModelData,
+        valid_data: ModelData | None,
+        *,
+        epochs: int,
+        initial_epoch: int = 0,
+        callbacks: list[keras.callbacks.Callback] | None = None,
+        seed: int = 0,
+        **_: Any,
+    ) -> keras.callbacks.History:
+        return recipe.train(
+            model,
+            train_data,
+            valid_data,
+            task=self.schema.task,
+            metric=self.metric,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            batch_size=self.batch_size(hp),
+            patience=self.patience,
+            callbacks=callbacks,
+            seed=seed,
+        )

@@ -1,0 +1,266 @@
+"""How to run a trial: a keras-tuner ``Tuner`` with budgets, progress, CV and tidy disk use.
+
+``AutoTuner`` is keras-tuner's own ``Tuner`` driven by any oracle from
+``autodl.search.oracle``. It adds what a user expects of a long search:
+
+- a wall-clock ``Budget``: no trial starts that cannot finish in the time
+  left, and a running trial stops at its deadline (checked every batch);
+- K-fold cross-validation inside a trial, when ``folds`` are given;
+- progress events for a ``Reporter``;
+- checkpoints only for the top-k trials, so the disk does not fill up;
+- memory that stays flat: every build starts with ``keras.backend.clear_session()``
+  (keras-tuner's ``_try_build``) and data pipelines are rebuilt per trial.
+
+State lives in ``directory/project_name`` (the run's ``tuner/``); constructing
+the tuner again over the same folder resumes the search, retrying the trial
+that was running when the process stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import numpy as np
+from keras_tuner.src.engine import tuner_utils
+
+from autodl.features.frame import ModelData
+from autodl.progress import NullReporter, Reporter, TrialSummary
+
+
+class BudgetSpent(Exception):
+    """Raised before a trial that the time budget cannot fit; ends the search cleanly."""
+
+
+@dataclass
+class Budget:
+    """Wall-clock limits of one search (``time.monotonic`` seconds)."""
+
+    deadline: float | None = None
+    min_trials: int = 4
+    start: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.deadline is None else self.deadline - self.start
+
+    def remaining(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def trial_cap(self) -> float:
+        """No single trial may take more than a share of the search, so several run."""
+        seconds = self.seconds
+        return math.inf if seconds is None else max(seconds / self.min_trials, 5.0)
+
+    def can_start(self, durations: list[float]) -> bool:
+        remaining = self.remaining()
+        if remaining <= 1.0:
+            return False
+        if not durations:
+            return True
+        typical = min(statistics.median(durations), self.trial_cap())
+        return remaining >= 0.8 * typical
+
+    def trial_deadline(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return min(self.deadline, time.monotonic() + self.trial_cap())
+
+
+class AutoTuner(kt.Tuner):
+    """keras-tuner ``Tuner`` with autodl's budget, CV, progress and checkpoint policy."""
+
+    def __init__(
+        self,
+        *,
+        oracle: kt.Oracle,
+        hypermodel: kt.HyperModel,
+        directory: str,
+        project_name: str = "tuner",
+        overwrite: bool = False,
+        budget: Budget | None = None,
+        reporter: Reporter | None = None,
+        seed: int = 0,
+        max_epochs: int = 100,
+        folds: list[tuple[np.ndarray, np.ndarray]] | None = None,
+        keep_top_k: int = 3,
+    ) -> None:
+        self.budget = budget or Budget()
+        self.reporter: Reporter = reporter or NullReporter()
+        self.seed = seed
+        self.max_epochs = max_epochs
+        self.folds = folds
+        self.keep_top_k = keep_top_k
+        self._trial_deadline: float | None = None
+        self._trial_start = 0.0
+        super().__init__(
+            oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
+        )
+        self.oracle.verbose = 0
+        self._log_path = Path(self.project_dir) / "autodl_trials.json"
+        self.trial_log: dict[str, dict[str, float]] = (
+            json.loads(self._log_path.read_text()) if self._log_path.exists() else {}
+        )
+
+    # -- the search loop's hooks ---------------------------------------------------------
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:  # type: ignore[override]
+        self.reporter.on_search_begin(
+            metric=self.oracle.objective.name.removeprefix("val_"),
+            max_trials=self.oracle.max_trials or 0, time_limit=self.budget.seconds, done=len(self.completed_trials())
+        )
+        try:
+            super().search(*fit_args, **fit_kwargs)
+        except BudgetSpent:
+            self.on_search_end()
+        finally:
+            self.reporter.on_search_end()
+
+    def pre_create_trial(self) -> None:
+        durations = [v["seconds"] for v in self.trial_log.values()]
+        if not self.budget.can_start(durations):
+            raise BudgetSpent()
+
+    def on_trial_begin(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_begin(trial)
+        self._trial_start = time.monotonic()
+        self._trial_deadline = self.budget.trial_deadline()
+        self.reporter.on_trial_begin(trial.trial_id, architecture_of(trial))
+
+    def on_batch_end(self, trial: Any, model: keras.Model, batch: int, logs: Any = None) -> None:
+        if self._trial_deadline is not None and time.monotonic() > self._trial_deadline:
+            model.stop_training = True
+
+    def on_epoch_end(self, trial: Any, model: keras.Model, epoch: int, logs: Any = None) -> None:
+        score = (logs or {}).get(self.oracle.objective.name)
+        self.reporter.on_epoch_end(trial.trial_id, epoch, None if score is None else float(score))
+        self._epochs_run = epoch + 1
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        seconds = time.monotonic() - self._trial_start
+        self.trial_log[trial.trial_id] = {"seconds": seconds, "epochs": float(getattr(self, "_epochs_run", 0))}
+        self._log_path.write_text(json.dumps(self.trial_log))
+        super().on_trial_end(trial)
+        if not self._is_hyperband():  # Hyperband resumes later rounds from earlier checkpoints.
+            self.prune_checkpoints()
+        best = self.oracle.get_best_trials(1)
+        self.reporter.on_trial_end(
+            TrialSummary(
+                trial_id=trial.trial_id,
+                architecture=architecture_of(trial),
+                status=str(trial.status),
+                score=_score(trial),
+                best_score=_score(best[0]) if best else math.nan,
+                epochs=int(getattr(self, "_epochs_run", 0)),
+                seconds=seconds,
+                trials_done=len(self.completed_trials()),
+            )
+        )
+
+    # -- running one trial --------------------------------------------------------------
+
+    def run_trial(self, trial: Any, train_data: ModelData, valid_data: ModelData | None, **kwargs: Any) -> Any:
+        hp = trial.hyperparameters
+        trial_seed = self.seed + int(trial.trial_id)
+        keras.utils.set_random_seed(trial_seed)
+        epochs, initial_epoch = self.max_epochs, 0
+        if "tuner/epochs" in hp.values:
+            epochs, initial_epoch = hp.values["tuner/epochs"], hp.values["tuner/initial_epoch"]
+            if not self._previous_checkpoint_exists(hp):
+                initial_epoch = 0
+        self._epochs_run = 0
+        if self.folds is None:
+            return super().run_trial(
+                trial, train_data, valid_data, epochs=epochs, initial_epoch=initial_epoch, seed=trial_seed
+            )
+        return self._run_cv_trial(trial, train_data, epochs=epochs, seed=trial_seed)
+
+    def _run_cv_trial(self, trial: Any, pool: ModelData, *, epochs: int, seed: int) -> dict[str, float]:
+        """Mean of the folds' best validation scores; fold 0's best weights are the trial checkpoint."""
+        objective = self.oracle.objective
+        scores: list[float] = []
+        best_epochs: list[int] = []
+        for k, (train_rows, valid_rows) in enumerate(self.folds or []):
+            if k > 0 and self._trial_deadline is not None and time.monotonic() > self._trial_deadline:
+                break  # the folds done so far are the evidence we have
+            model = self._try_build(trial.hyperparameters)
+            callbacks: list[keras.callbacks.Callback] = [tuner_utils.TunerCallback(self, trial)]
+            if k == 0:
+                callbacks.append(
+                    tuner_utils.SaveBestEpoch(objective=objective, filepath=self._get_checkpoint_fname(trial.trial_id))
+                )
+            history = self.hypermodel.fit(
+                trial.hyperparameters, model, pool.take(train_rows), pool.take(valid_rows),
+                epochs=epochs, callbacks=callbacks, seed=seed + 1000 * k,
+            )
+            values = np.asarray(history.history[objective.name], dtype=np.float64)
+            best = int(np.nanargmin(values) if objective.direction == "min" else np.nanargmax(values))
+            scores.append(float(values[best]))
+            best_epochs.append(best + 1)
+        return {objective.name: float(np.mean(scores)), "best_epoch": float(np.mean(best_epochs))}
+
+    def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:
+        # keras-tuner imports tensorboard here unconditionally; TF 2.21 no longer ships it
+        # and autodl passes no TensorBoard callback.
+        return None
+
+    def _is_hyperband(self) -> bool:
+        return isinstance(self.oracle, kt.oracles.HyperbandOracle)
+
+    def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:
+        model = super()._build_hypermodel(hp)
+        # Hyperband continues a promising trial from its checkpoint.
+        if "tuner/trial_id" in hp.values and self._previous_checkpoint_exists(hp):
+            model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
+        return model
+
+    def _previous_checkpoint_exists(self, hp: kt.HyperParameters) -> bool:
+        previous = hp.values.get("tuner/trial_id")
+        return previous is not None and os.path.exists(self._get_checkpoint_fname(previous))
+
+    # -- results ------------------------------------------------------------------------
+
+    def completed_trials(self) -> list[Any]:
+        return [t for t in self.oracle.trials.values() if t.status == "COMPLETED" and t.score is not None]
+
+    def ranked_trials(self) -> list[Any]:
+        """Completed trials, best first."""
+        reverse = self.oracle.objective.direction == "max"
+        return sorted(self.completed_trials(), key=lambda t: _sort_key(t.score, reverse), reverse=reverse)
+
+    def best_epoch(self, trial: Any) -> int:
+        """Epochs to train the trial's configuration for on all data."""
+        if trial.metrics.exists("best_epoch"):
+            return max(1, round(trial.metrics.get_last_value("best_epoch")))
+        return max(1, int(trial.best_step or 0) + 1)
+
+    def prune_checkpoints(self, keep: list[str] | None = None) -> None:
+        """Deletes the weights of trials outside the top-k (or outside ``keep``)."""
+        keep_ids = set(keep if keep is not None else [t.trial_id for t in self.ranked_trials()[: self.keep_top_k]])
+        for trial_id in self.oracle.trials:
+            if trial_id not in keep_ids:
+                path = self._get_checkpoint_fname(trial_id)
+                if os.path.exists(path):
+                    os.remove(path)
+
+
+def architecture_of(trial: Any) -> str:
+    return str(trial.hyperparameters.values.get("architecture", "?"))
+
+
+def _score(trial: Any) -> float:
+    return math.nan if trial.score is None else float(trial.score)
+
+
+def _sort_key(score: float, reverse: bool) -> float:
+    if score is None or math.isnan(score):
+        return -math.inf if reverse else math.inf
+    return score

@@ -1,0 +1,119 @@
+"""The tabular training recipe: AdamW, early stopping, per-epoch validation scoring.
+
+A recipe is plain Keras a user can read and call directly:
+
+>>> import numpy as np, keras
+>>> from autodl.features.frame import ModelData
+>>> inp = keras.Input(shape=(), name="x")
+>>> out = keras.layers.Dense(2, activation="softmax")(keras.layers.Reshape((1,))(inp))
+>>> model = compile_model(keras.Model({"x": inp}, out), task="binary")
+>>> data = ModelData({"x": np.linspace(0, 1, 64).astype("float32")}, (np.arange(64) > 31).astype("int64"))
+>>> history = train(model, data, data, task="binary", metric="accuracy", epochs=2, batch_size=16)
+>>> "val_accuracy" in history.history
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from autodl import metrics as metrics_lib
+from autodl.features.frame import ModelData
+
+PREDICT_BATCH = 4096
+
+
+def compile_model(
+    model: keras.Model, *, task: str, learning_rate: float = 1e-3, weight_decay: float = 1e-5
+) -> keras.Model:
+    """AdamW with the task's loss; metrics are computed by ``ValidationScore``, not Keras."""
+    loss = "mse" if task == "regression" else "sparse_categorical_crossentropy"
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay), loss=loss)
+    return model
+
+
+def make_dataset(
+    data: ModelData, *, batch_size: int, shuffle: bool = False, seed: int = 0, with_targets: bool = True
+) -> tf.data.Dataset:
+    """A batched ``tf.data`` pipeline; strings go in as ``tf.string`` (Keras rejects numpy str arrays)."""
+    x = {k: tf.constant(v) for k, v in data.x.items()}
+    if with_targets and data.y is not None:
+        parts: tuple[Any, ...] = (x, tf.constant(data.y))
+        if data.sample_weight is not None:
+            parts = parts + (tf.constant(data.sample_weight, dtype=tf.float32),)
+        ds = tf.data.Dataset.from_tensor_slices(parts)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(x)
+    if shuffle:
+        ds = ds.shuffle(min(len(data), 100_000), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def predict(model: keras.Model, data: ModelData) -> np.ndarray:
+    """Probabilities ``(n, n_classes)`` or values ``(n,)``."""
+    out = model.predict(make_dataset(data, batch_size=PREDICT_BATCH, with_targets=False), verbose=0)
+    return np.asarray(out, dtype=np.float64)
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """Scores the validation split after each epoch with autodl's own metrics.
+
+    Writes ``val_<metric>`` into the epoch logs, so keras-tuner's checkpointing
+    and the search objective use exactly the metric the final evaluation reports.
+    """
+
+    def __init__(self, valid: ModelData, *, task: str, metric: str) -> None:
+        super().__init__()
+        self.valid = valid
+        self.task = task
+        self.metric = metric
+        self._dataset = make_dataset(valid, batch_size=PREDICT_BATCH, with_targets=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        output = np.asarray(self.model.predict(self._dataset, verbose=0), dtype=np.float64)
+        if self.task == "regression":
+            output = output.reshape(-1)
+        scores = metrics_lib.compute(self.task, self.valid.y, output, self.valid.sample_weight)  # type: ignore[arg-type]
+        if logs is not None:
+            logs[f"val_{self.metric}"] = scores[self.metric]
+
+
+def train(
+    model: keras.Model,
+    train_data: ModelData,
+    valid_data: ModelData | None,
+    *,
+    task: str,
+    metric: str,
+    epochs: int,
+    batch_size: int,
+    initial_epoch: int = 0,
+    patience: int = 8,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    seed: int = 0,
+) -> keras.callbacks.History:
+    """Fits with early stopping on validation loss; without validation data, trains ``epochs`` epochs."""
+    own: list[keras.callbacks.Callback] = []
+    validation = None
+    if valid_data is not None:
+        # First, so callbacks after it (checkpoints, the tuner) see val_<metric>.
+        own.append(ValidationScore(valid_data, task=task, metric=metric))
+        own.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=False))
+        validation = make_dataset(valid_data, batch_size=PREDICT_BATCH)
+    if not model.optimizer.built:
+        # Built eagerly, the optimizer's slots are plain variables; built inside the first
+        # traced train step, TF wraps each slot's initializer in a tf.cond whose graphs are
+        # never freed, and memory grows with every trial of a search.
+        model.optimizer.build(model.trainable_variables)
+    return model.fit(
+        make_dataset(train_data, batch_size=batch_size, shuffle=True, seed=seed),
+        validation_data=validation,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=own + list(callbacks or []),
+        verbose=0,
+    )

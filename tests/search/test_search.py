@@ -1,0 +1,133 @@
+"""The search's own behaviour: warm start, budget, checkpoints, memory."""
+
+from __future__ import annotations
+
+import time
+
+import keras_tuner as kt
+import numpy as np
+import psutil
+import pytest
+
+from autodl.data.schema import ColumnSpec, Schema
+from autodl.features import fit_stats, to_model_inputs
+from autodl.features.frame import ModelData
+from autodl.progress import NullReporter
+from autodl.search import AutoTuner, Budget, TabularHyperModel, make_oracle
+from autodl.search.oracle import WarmStartMixin
+from tests.conftest import make_table
+
+SCHEMA = Schema(
+    "y",
+    "binary",
+    [
+        ColumnSpec("x1", "numeric", "float", 100, 0.0),
+        ColumnSpec("x2", "numeric", "float", 100, 0.1),
+        ColumnSpec("city", "categorical", "string", 5, 0.0),
+    ],
+    classes=["no", "yes"],
+)
+
+
+def tiny_data(n: int = 200) -> tuple[ModelData, ModelData]:
+    df = make_table(n)
+    y = (df["y"] == "yes").to_numpy().astype("int64")
+    data = ModelData(to_model_inputs(df, SCHEMA), y)
+    return data.take(np.arange(0, n * 3 // 4)), data.take(np.arange(n * 3 // 4, n))
+
+
+def make_tuner(tmp_path, *, max_trials: int, budget: Budget | None = None, reporter=None, tuner: str = "random", **kw):
+    train, _ = tiny_data()
+    hypermodel = TabularHyperModel(SCHEMA, fit_stats(train.x, SCHEMA), n_train_rows=len(train), architectures=["mlp", "mlp_plr"])
+    oracle = make_oracle(
+        tuner, kt.Objective("val_accuracy", "max"), max_trials=max_trials, seed=0,
+        initial_configs=[{"architecture": "mlp"}, {"architecture": "mlp_plr"}], max_epochs=3,
+    )
+    return AutoTuner(
+        oracle=oracle, hypermodel=hypermodel, directory=str(tmp_path), project_name="tuner",
+        budget=budget, reporter=reporter or NullReporter(), max_epochs=kw.pop("max_epochs", 3), **kw,
+    )
+
+
+def test_warm_start_runs_each_architecture_default_first(tmp_path):
+    tuner = make_tuner(tmp_path, max_trials=3)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    trials = [tuner.oracle.trials[k] for k in sorted(tuner.oracle.trials)]
+    assert [t.hyperparameters.values["architecture"] for t in trials[:2]] == ["mlp", "mlp_plr"]
+    assert len(tuner.completed_trials()) == 3
+
+
+def test_only_top_k_checkpoints_are_kept(tmp_path):
+    tuner = make_tuner(tmp_path, max_trials=4, keep_top_k=2)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    kept = [t for t in tuner.oracle.trials if (tmp_path / "tuner" / f"trial_{t}" / "checkpoint.weights.h5").exists()]
+    assert sorted(kept) == sorted(t.trial_id for t in tuner.ranked_trials()[:2])
+
+
+def test_budget_refuses_a_trial_that_cannot_finish():
+    budget = Budget(deadline=time.monotonic() + 10.0)
+    assert budget.can_start([])
+    assert budget.can_start([5.0, 6.0])
+    # A typical trial is capped at a quarter of the search (5 s floor): 10 s left fits it...
+    assert budget.can_start([30.0, 40.0])
+    # ...but 3 s left does not fit a typical 5 s trial.
+    assert not Budget(deadline=time.monotonic() + 3.0).can_start([30.0, 40.0])
+    assert not Budget(deadline=time.monotonic() + 0.5).can_start([])
+    assert Budget().can_start([1e9]) and Budget().trial_deadline() is None
+
+
+def test_search_stops_at_the_deadline(tmp_path):
+    budget = Budget(deadline=time.monotonic() + 8.0)
+    tuner = make_tuner(tmp_path, max_trials=200, budget=budget, max_epochs=50)
+    train, valid = tiny_data()
+    start = time.monotonic()
+    tuner.search(train, valid)
+    assert time.monotonic() - start < 8.0 + 3.0
+    assert 1 <= len(tuner.oracle.trials) < 200
+
+
+def test_cv_trial_reports_mean_of_folds(tmp_path):
+    train, valid = tiny_data()
+    pool = ModelData.concat([train, valid])
+    folds = [(np.arange(0, 100), np.arange(100, 200)), (np.arange(100, 200), np.arange(0, 100))]
+    tuner = make_tuner(tmp_path, max_trials=1, folds=folds)
+    tuner.search(pool, None)
+    trial = tuner.completed_trials()[0]
+    assert trial.metrics.exists("best_epoch") and 1 <= tuner.best_epoch(trial) <= 3
+
+
+class _MemoryProbe(NullReporter):
+    def __init__(self) -> None:
+        self.rss: list[int] = []
+
+    def on_trial_end(self, summary) -> None:
+        self.rss.append(psutil.Process().memory_info().rss)
+
+
+def test_memory_stays_flat_over_many_trials(tmp_path):
+    probe = _MemoryProbe()
+    tuner = make_tuner(tmp_path, max_trials=24, reporter=probe, max_epochs=1)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    assert len(probe.rss) == 24
+    # After warm-up (graph caches, first allocations), 16 more trials may not keep growing.
+    growth_mib = (probe.rss[-1] - probe.rss[7]) / 2**20
+    assert growth_mib < 40, f"memory grew {growth_mib:.0f} MiB over 16 trials: {[r // 2**20 for r in probe.rss]}"
+
+
+def test_warm_start_mixin_completes_defaults():
+    hps = kt.HyperParameters()
+    hps.Choice("architecture", ["a", "b"])
+    with hps.conditional_scope("architecture", ["b"]):
+        hps.Int("b/units", 1, 10, default=7)
+
+    class Fake(WarmStartMixin):
+        def __init__(self):
+            super().__init__(initial_configs=[{"architecture": "b"}])
+            self.hyperparameters = hps
+            self.trials = {}
+
+    values = Fake().populate_space("0")["values"]
+    assert values == {"architecture": "b", "b/units": 7}
