@@ -49,14 +49,16 @@ def classification_metrics(
     y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None
 ) -> dict[str, float]:
     """Metrics for class indices ``y_true`` and probabilities ``proba`` of shape (n, n_classes)."""
-    proba = np.asarray(proba, dtype=np.float64)
+    proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-7, 1.0)
+    # float32 softmax rows sum to 1 only within ~1e-7; scikit-learn warns on that.
+    proba = proba / proba.sum(axis=1, keepdims=True)
     n_classes = proba.shape[1]
     labels = np.arange(n_classes)
     pred = proba.argmax(axis=1)
     out = {
         "accuracy": skm.accuracy_score(y_true, pred, sample_weight=sample_weight),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred, sample_weight=sample_weight),
-        "log_loss": skm.log_loss(y_true, np.clip(proba, 1e-7, 1.0), labels=labels, sample_weight=sample_weight),
+        "log_loss": skm.log_loss(y_true, proba, labels=labels, sample_weight=sample_weight),
     }
     present = np.unique(y_true)
     if n_classes == 2:

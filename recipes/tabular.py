@@ -32,7 +32,11 @@ def compile_model(
 ) -> keras.Model:
     """AdamW with the task's loss; metrics are computed by ``ValidationScore``, not Keras."""
     loss = "mse" if task == "regression" else "sparse_categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay), loss=loss)
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    # As in the tabular-DL papers: decay weight matrices only, not biases, normalization
+    # scales, embeddings, tokens or periodic frequencies.
+    optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name != "kernel"])
+    model.compile(optimizer=optimizer, loss=loss)
     return model
 
 
@@ -115,5 +119,6 @@ def train(
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=own + list(callbacks or []),
+        shuffle=False,  # the dataset shuffles itself
         verbose=0,
     )

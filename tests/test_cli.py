@@ -208,3 +208,28 @@ def test_failed_fit_leaves_no_model_to_load(tmp_path, capsys, csv_path):
 def test_debug_shows_traceback(tmp_path, capsys):
     code, _, err = run(["--debug", "fit", tmp_path / "nope.csv", "--target", "y"], capsys)
     assert code == 2 and "Traceback" in err
+
+
+def test_time_limit_holds_for_the_whole_fit(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    make_table(400).to_csv(data, index=False)
+    out = tmp_path / "run"
+    limit = 25.0
+    code, _, err = run(["fit", data, "--target", "y", "--out", out, "--cv", "0", "--max-trials", "100",
+                        "--time-limit", f"{limit}s", "--quiet"], capsys)
+    assert code == 0, err
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["timings"]["total"] <= 1.1 * limit
+    assert 1 <= manifest["search"]["trials"] < 100
+
+
+def test_same_seed_repeats_the_run(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    make_table(200).to_csv(data, index=False)
+    preds = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        code, _, err = run(["fit", data, "--target", "y", "--out", out, "--cv", "0", "--seed", "7", *FAST], capsys)
+        assert code == 0, err
+        preds.append(pd.read_csv(out / "test_predictions.csv"))
+    pd.testing.assert_frame_equal(preds[0], preds[1])

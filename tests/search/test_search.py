@@ -131,3 +131,13 @@ def test_warm_start_mixin_completes_defaults():
 
     values = Fake().populate_space("0")["values"]
     assert values == {"architecture": "b", "b/units": 7}
+
+
+@pytest.mark.parametrize("kind", ["bayesian", "hyperband"])
+def test_every_tuner_kind_runs(tmp_path, kind):
+    tuner = make_tuner(tmp_path, max_trials=3, tuner=kind)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    assert 1 <= len(tuner.completed_trials()) <= 3
+    if kind == "hyperband":
+        assert all("tuner/epochs" in t.hyperparameters.values for t in tuner.completed_trials())

@@ -12,7 +12,7 @@ computes the ``[CLS]`` token (the paper's shortcut); the representation is
 Defaults follow the paper's default configuration (attention dropout 0.2,
 FFN dropout 0.1, no residual dropout, ReGLU 4/3) but are smaller for CPU
 training: ``d_token=96`` and 2 blocks instead of 192 and 3. An epoch on 26k
-rows × 14 features takes about 4 s on 2 CPU cores (vs ~0.5 s for the MLP).
+rows × 14 features takes about 7 s on 2 CPU cores (vs under 1 s for the MLPs).
 
 Example:
 
