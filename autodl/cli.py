@@ -202,8 +202,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        app(args=args, prog_name="autodl", standalone_mode=False)
-        return 0
+        code = app(args=args, prog_name="autodl", standalone_mode=False)
+        # Typer turns Ctrl-C into exit code 130 and returns it in non-standalone mode.
+        if code == 130:
+            print("interrupted: run the same command again to resume the search", file=sys.stderr)
+        return code if isinstance(code, int) else 0
     except typer.Exit as e:
         return e.exit_code
     except typer.Abort:

@@ -488,7 +488,7 @@ def run_fit(
     search_deadline = final_deadline = None
     if config.time_limit is not None:
         refit_mode = prepared.folds is not None or config.refit == "always"
-        reserve = max((0.25 if refit_mode else 0.08) * config.time_limit, min(20.0, 0.3 * config.time_limit))
+        reserve = max((0.25 if refit_mode else 0.05) * config.time_limit, min(20.0, 0.3 * config.time_limit))
         search_deadline = start + config.time_limit - reserve
         final_deadline = start + 0.97 * config.time_limit
     try:

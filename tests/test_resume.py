@@ -37,7 +37,12 @@ def test_interrupted_search_resumes_to_the_asked_number_of_trials(tmp_path, sig)
         "--max-trials", "3", "--max-epochs", "30", "--cv", "0", "--ensemble", "1", "--quiet",
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell that started pytest in the background may have set SIGINT to "ignore", and
+    # children inherit that; give the fit the default disposition a terminal user has.
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler),
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and not completed_trials(out):
         time.sleep(0.05)
