@@ -67,7 +67,7 @@ class AutoModel:
         weight_column: str | None = None,
         drop: Sequence[str] = (),
         models: Sequence[str] | None = None,
-        ensemble: int = 3,
+        ensemble: int = 5,
         refit: str = "auto",
         max_epochs: int = 100,
         class_weight: str = "auto",

@@ -68,7 +68,7 @@ def fit(
     weight_column: Optional[str] = typer.Option(None, "--weight-column", help="Column of per-row sample weights."),
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out."),
     models: Optional[str] = typer.Option(None, help="Comma-separated zoo architectures to search (default: all): mlp_plr, mlp, resnet, ft_transformer."),
-    ensemble: int = typer.Option(3, help="Average up to this many top trials when it helps on validation (1 disables)."),
+    ensemble: int = typer.Option(5, help="Average up to this many top trials when it helps on validation (1 disables)."),
     refit: str = typer.Option("auto", help="Retrain the best configuration on all rows: auto (after CV), always, never."),
     class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
     max_epochs: int = typer.Option(100, "--max-epochs", help="Most epochs per trial (early stopping usually ends sooner)."),

@@ -57,7 +57,7 @@ class FitConfig:
     weight_column: str | None = None
     drop: tuple[str, ...] = ()
     models: tuple[str, ...] | None = None
-    ensemble: int = 3
+    ensemble: int = 5
     refit: str = "auto"
     max_epochs: int = 100
     valid_fraction: float = 0.15

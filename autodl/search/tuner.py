@@ -45,7 +45,7 @@ class Budget:
     """Wall-clock limits of one search (``time.monotonic`` seconds)."""
 
     deadline: float | None = None
-    min_trials: int = 4
+    min_trials: int = 6
     start: float = field(default_factory=time.monotonic)
 
     @property
@@ -56,7 +56,7 @@ class Budget:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
     def trial_cap(self) -> float:
-        """No single trial may take more than a share of the search, so several run."""
+        """No single trial may take more than a sixth of the search, so several run."""
         seconds = self.seconds
         return math.inf if seconds is None else max(seconds / self.min_trials, 5.0)
 

@@ -70,7 +70,7 @@ def test_budget_refuses_a_trial_that_cannot_finish():
     budget = Budget(deadline=time.monotonic() + 10.0)
     assert budget.can_start([])
     assert budget.can_start([5.0, 6.0])
-    # A typical trial is capped at a quarter of the search (5 s floor): 10 s left fits it...
+    # A typical trial is capped at a sixth of the search (5 s floor): 10 s left fits it...
     assert budget.can_start([30.0, 40.0])
     # ...but 3 s left does not fit a typical 5 s trial.
     assert not Budget(deadline=time.monotonic() + 3.0).can_start([30.0, 40.0])

@@ -46,7 +46,7 @@ CARD = Card(
     ),
     hyperparameters={
         f"{NAME}/n_frequencies": "frequencies k per numeric feature (16, 32, 48 or 64; default 48)",
-        f"{NAME}/sigma": "std of the initial frequencies, log scale (0.01-10, default 0.1)",
+        f"{NAME}/sigma": "std of the initial frequencies, log scale (0.01-10, default 0.3)",
         f"{NAME}/d_embedding": "embedding size per numeric feature (8, 16, 24 or 32; default 24)",
         f"{NAME}/layers": "number of Dense-ReLU-Dropout blocks (1-4, default 2)",
         f"{NAME}/units": "width of every block (64, 128, 256 or 512; default 256)",
@@ -61,7 +61,7 @@ def build(hp: kt.HyperParameters, features: EncodedFeatures) -> Any:
     numeric = None
     if features.numeric is not None:
         n_frequencies = hp.Choice(f"{NAME}/n_frequencies", [16, 32, 48, 64], default=48)
-        sigma = hp.Float(f"{NAME}/sigma", 0.01, 10.0, sampling="log", default=0.1)
+        sigma = hp.Float(f"{NAME}/sigma", 0.01, 10.0, sampling="log", default=0.3)
         d_embedding = hp.Choice(f"{NAME}/d_embedding", [8, 16, 24, 32], default=24)
         numeric = PeriodicEmbedding(n_frequencies, sigma, d_embedding, name=f"{NAME}_periodic")(features.numeric)
         numeric = keras.layers.Flatten(name=f"{NAME}_periodic_flat")(numeric)
