@@ -321,7 +321,7 @@ def finalize(
                 float(best.score),
             )
         reporter.message("refit skipped: not enough time left; keeping the best trial's weights")
-    top = [t for t in ranked[: config.ensemble] if _has_checkpoint(tuner, t)]
+    top = [t for t in ranked[: config.ensemble] if tuner.checkpoint_path(t.trial_id).exists()]
     if not top:
         raise RunError("the best trials' checkpoints are missing from the run's tuner/ folder; re-run with --overwrite")
     models = [_named(tuner.load_model(t), f"trial_{t.trial_id}") for t in top]
@@ -342,10 +342,6 @@ def finalize(
                 float(score),
             )
     return Final(models[0], "single", [top[0].trial_id], "best trial on validation (its best-epoch weights)", float(single_score))
-
-
-def _has_checkpoint(tuner: Any, trial: Any) -> bool:
-    return Path(tuner._get_checkpoint_fname(trial.trial_id)).exists()
 
 
 def _named(model: Any, name: str) -> Any:

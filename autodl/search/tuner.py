@@ -242,14 +242,16 @@ class AutoTuner(kt.Tuner):
             return max(1, round(trial.metrics.get_last_value("best_epoch")))
         return max(1, int(trial.best_step or 0) + 1)
 
+    def checkpoint_path(self, trial_id: str) -> Path:
+        """Where a trial's best-epoch weights live (absent once pruned)."""
+        return Path(self._get_checkpoint_fname(trial_id))
+
     def prune_checkpoints(self, keep: list[str] | None = None) -> None:
         """Deletes the weights of trials outside the top-k (or outside ``keep``)."""
         keep_ids = set(keep if keep is not None else [t.trial_id for t in self.ranked_trials()[: self.keep_top_k]])
         for trial_id in self.oracle.trials:
             if trial_id not in keep_ids:
-                path = self._get_checkpoint_fname(trial_id)
-                if os.path.exists(path):
-                    os.remove(path)
+                self.checkpoint_path(trial_id).unlink(missing_ok=True)
 
 
 def architecture_of(trial: Any) -> str:
