@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +103,7 @@ class AutoTuner(kt.Tuner):
         self.keep_top_k = keep_top_k
         self._trial_deadline: float | None = None
         self._trial_start = 0.0
+        self._interrupted = False
         super().__init__(
             oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
@@ -117,14 +120,39 @@ class AutoTuner(kt.Tuner):
             metric=self.oracle.objective.name.removeprefix("val_"),
             max_trials=self.oracle.max_trials or 0, time_limit=self.budget.seconds, done=len(self.completed_trials())
         )
+        previous = self._catch_ctrl_c()
         try:
             super().search(*fit_args, **fit_kwargs)
         except BudgetSpent:
             self.on_search_end()
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self.reporter.on_search_end()
 
+    def _catch_ctrl_c(self) -> Any:
+        """Turns Ctrl-C into a flag checked at every batch.
+
+        Python raises KeyboardInterrupt wherever the main thread happens to be, and
+        inside a garbage-collection callback (TensorFlow has many) it is printed and
+        lost, so the search would run on. A flag raised again from our own hooks is
+        never lost; a second Ctrl-C interrupts at once.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            self._interrupted = True
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        return signal.signal(signal.SIGINT, on_sigint)
+
+    def _check_interrupt(self) -> None:
+        if self._interrupted:
+            raise KeyboardInterrupt()
+
     def pre_create_trial(self) -> None:
+        self._check_interrupt()
         durations = [v["seconds"] for v in self.trial_log.values()]
         if not self.budget.can_start(durations):
             raise BudgetSpent()
@@ -136,6 +164,7 @@ class AutoTuner(kt.Tuner):
         self.reporter.on_trial_begin(trial.trial_id, architecture_of(trial))
 
     def on_batch_end(self, trial: Any, model: keras.Model, batch: int, logs: Any = None) -> None:
+        self._check_interrupt()
         if self._trial_deadline is not None and time.monotonic() > self._trial_deadline:
             model.stop_training = True
 
@@ -145,6 +174,7 @@ class AutoTuner(kt.Tuner):
         self._epochs_run = epoch + 1
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        self._check_interrupt()  # before recording: an interrupted trial is retried on resume
         seconds = time.monotonic() - self._trial_start
         self.trial_log[trial.trial_id] = {"seconds": seconds, "epochs": float(getattr(self, "_epochs_run", 0))}
         self._log_path.write_text(json.dumps(self.trial_log))
