@@ -4,6 +4,7 @@ A recipe is plain Keras a user can read and call directly:
 
 >>> import numpy as np, keras
 >>> from autodl.features.frame import ModelData
+from autodl.train.optimizer import AutoAdamW
 >>> inp = keras.Input(shape=(), name="x")
 >>> out = keras.layers.Dense(2, activation="softmax")(keras.layers.Reshape((1,))(inp))
 >>> model = compile_model(keras.Model({"x": inp}, out), task="binary")
@@ -23,6 +24,7 @@ import tensorflow as tf
 
 from autodl import metrics as metrics_lib
 from autodl.features.frame import ModelData
+from autodl.train.optimizer import AutoAdamW
 
 PREDICT_BATCH = 4096
 
@@ -30,9 +32,9 @@ PREDICT_BATCH = 4096
 def compile_model(
     model: keras.Model, *, task: str, learning_rate: float = 1e-3, weight_decay: float = 1e-5
 ) -> keras.Model:
-    """AdamW with the task's loss; metrics are computed by ``ValidationScore``, not Keras."""
+    """AdamW (``AutoAdamW``) with the task's loss; metrics come from ``ValidationScore``, not Keras."""
     loss = "mse" if task == "regression" else "sparse_categorical_crossentropy"
-    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    optimizer = AutoAdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     # As in the tabular-DL papers: decay weight matrices only, not biases, normalization
     # scales, embeddings, tokens or periodic frequencies.
     optimizer.exclude_from_weight_decay(var_list=[v for v in model.trainable_variables if v.name != "kernel"])

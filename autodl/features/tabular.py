@@ -32,10 +32,15 @@ def layer_name(column: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", column) or "column"
 
 
+def input_name(column: str) -> str:
+    """The input tensor's name: the column name itself (Keras matches dict keys to it), less '/'."""
+    return column.replace("/", "_") or "column"
+
+
 def make_inputs(schema: Schema) -> dict[str, Any]:
     """One scalar-per-row ``keras.Input`` per feature column, keyed by the raw column name."""
     return {
-        c.name: keras.Input(shape=(), dtype=_INPUT_DTYPES[c.storage], name=layer_name(c.name)) for c in schema.features
+        c.name: keras.Input(shape=(), dtype=_INPUT_DTYPES[c.storage], name=input_name(c.name)) for c in schema.features
     }
 
 

@@ -234,7 +234,10 @@ class AutoTuner(kt.Tuner):
             values = np.asarray(history.history[objective.name], dtype=np.float64)
             best = int(np.nanargmin(values) if objective.direction == "min" else np.nanargmax(values))
             scores.append(float(values[best]))
-            best_epochs.append(best + 1)
+            # The epoch count for a refit follows validation loss: accuracy plateaus early
+            # and its first maximum would stop a refit long before the model has converged.
+            losses = np.asarray(history.history.get("val_loss", values), dtype=np.float64)
+            best_epochs.append(int(np.nanargmin(losses)) + 1)
         return {objective.name: float(np.mean(scores)), "best_epoch": float(np.mean(best_epochs))}
 
     def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:

@@ -29,16 +29,22 @@ SCHEMA = Schema(
 )
 
 
-def tiny_data(n: int = 200) -> tuple[ModelData, ModelData]:
+NUMERIC_SCHEMA = Schema("y", "binary", SCHEMA.columns[:2], classes=["no", "yes"])
+
+
+def tiny_data(n: int = 200, schema: Schema = SCHEMA) -> tuple[ModelData, ModelData]:
     df = make_table(n)
     y = (df["y"] == "yes").to_numpy().astype("int64")
-    data = ModelData(to_model_inputs(df, SCHEMA), y)
+    data = ModelData(to_model_inputs(df, schema), y)
     return data.take(np.arange(0, n * 3 // 4)), data.take(np.arange(n * 3 // 4, n))
 
 
-def make_tuner(tmp_path, *, max_trials: int, budget: Budget | None = None, reporter=None, tuner: str = "random", **kw):
-    train, _ = tiny_data()
-    hypermodel = TabularHyperModel(SCHEMA, fit_stats(train.x, SCHEMA), n_train_rows=len(train), architectures=["mlp", "mlp_plr"])
+def make_tuner(
+    tmp_path, *, max_trials: int, budget: Budget | None = None, reporter=None, tuner: str = "random",
+    schema: Schema = SCHEMA, **kw,
+):
+    train, _ = tiny_data(schema=schema)
+    hypermodel = TabularHyperModel(schema, fit_stats(train.x, schema), n_train_rows=len(train), architectures=["mlp", "mlp_plr"])
     oracle = make_oracle(
         tuner, kt.Objective("val_accuracy", "max"), max_trials=max_trials, seed=0,
         initial_configs=[{"architecture": "mlp"}, {"architecture": "mlp_plr"}], max_epochs=3,
@@ -106,10 +112,11 @@ class _MemoryProbe(NullReporter):
         self.rss.append(psutil.Process().memory_info().rss)
 
 
-def test_memory_stays_flat_over_many_trials(tmp_path):
+@pytest.mark.parametrize("schema", [SCHEMA, NUMERIC_SCHEMA], ids=["mixed", "numeric-only"])
+def test_memory_stays_flat_over_many_trials(tmp_path, schema):
     probe = _MemoryProbe()
-    tuner = make_tuner(tmp_path, max_trials=24, reporter=probe, max_epochs=1)
-    train, valid = tiny_data()
+    tuner = make_tuner(tmp_path, max_trials=24, reporter=probe, max_epochs=1, schema=schema)
+    train, valid = tiny_data(schema=schema)
     tuner.search(train, valid)
     assert len(probe.rss) == 24
     # After warm-up (graph caches, first allocations), 16 more trials may not keep growing.
