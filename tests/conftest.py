@@ -1,4 +1,4 @@
-"""Shared fixtures: small generated tables (tests never read ../shared)."""
+"""Shared fixtures: small generated tables; no test needs the benchmark datasets."""
 
 from __future__ import annotations
 

@@ -220,7 +220,7 @@ def test_time_limit_holds_for_the_whole_fit(tmp_path, capsys):
     assert code == 0, err
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["timings"]["total"] <= 1.1 * limit
-    assert 1 <= manifest["search"]["trials"] < 100
+    assert 0 < manifest["search"]["trials"] < 100
 
 
 def test_same_seed_repeats_the_run(tmp_path, capsys):

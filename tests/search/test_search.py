@@ -91,7 +91,7 @@ def test_search_stops_at_the_deadline(tmp_path):
     start = time.monotonic()
     tuner.search(train, valid)
     assert time.monotonic() - start < 8.0 + 3.0
-    assert 1 <= len(tuner.oracle.trials) < 200
+    assert 0 < len(tuner.oracle.trials) < 200
 
 
 def test_cv_trial_reports_mean_of_folds(tmp_path):
@@ -145,6 +145,6 @@ def test_every_tuner_kind_runs(tmp_path, kind):
     tuner = make_tuner(tmp_path, max_trials=3, tuner=kind)
     train, valid = tiny_data()
     tuner.search(train, valid)
-    assert 1 <= len(tuner.completed_trials()) <= 3
+    assert 0 < len(tuner.completed_trials()) <= 3
     if kind == "hyperband":
         assert all("tuner/epochs" in t.hyperparameters.values for t in tuner.completed_trials())
