@@ -108,10 +108,24 @@ class AutoTuner(kt.Tuner):
             oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
         self.oracle.verbose = 0
+        self._requeue_orphaned_trials()
         self._log_path = Path(self.project_dir) / "autodl_trials.json"
         self.trial_log: dict[str, dict[str, float]] = (
             json.loads(self._log_path.read_text()) if self._log_path.exists() else {}
         )
+
+    def _requeue_orphaned_trials(self) -> None:
+        """Retries trials a crash left RUNNING but the oracle's own state never recorded.
+
+        keras-tuner writes a new trial's file before the oracle's state; a process killed
+        between the two leaves a trial that reload neither finishes nor retries, and it
+        would count against ``max_trials`` forever.
+        """
+        queue = self.oracle._retry_queue
+        ongoing = {t.trial_id for t in self.oracle.ongoing_trials.values()}
+        for trial in self.oracle.trials.values():
+            if trial.status == "RUNNING" and trial.trial_id not in queue and trial.trial_id not in ongoing:
+                queue.append(trial.trial_id)
 
     # -- the search loop's hooks ---------------------------------------------------------
 

@@ -148,3 +148,23 @@ def test_every_tuner_kind_runs(tmp_path, kind):
     assert 0 < len(tuner.completed_trials()) <= 3
     if kind == "hyperband":
         assert all("tuner/epochs" in t.hyperparameters.values for t in tuner.completed_trials())
+
+
+def test_trial_orphaned_by_a_crash_is_retried(tmp_path):
+    tuner = make_tuner(tmp_path, max_trials=2)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    # Simulate a kill between keras-tuner writing trial_1's file and the oracle's state.
+    trial_path = tmp_path / "tuner" / "trial_1" / "trial.json"
+    import json
+
+    state = json.loads(trial_path.read_text())
+    state["status"] = "RUNNING"
+    trial_path.write_text(json.dumps(state))
+    oracle_path = tmp_path / "tuner" / "oracle.json"
+    oracle_state = json.loads(oracle_path.read_text())
+    oracle_state["start_order"] = ["0"]
+    oracle_path.write_text(json.dumps(oracle_state))
+    resumed = make_tuner(tmp_path, max_trials=2, overwrite=False)
+    resumed.search(train, valid)
+    assert sorted(t.trial_id for t in resumed.completed_trials()) == ["0", "1"]
