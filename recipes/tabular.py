@@ -4,7 +4,6 @@ A recipe is plain Keras a user can read and call directly:
 
 >>> import numpy as np, keras
 >>> from autodl.features.frame import ModelData
-from autodl.train.optimizer import AutoAdamW
 >>> inp = keras.Input(shape=(), name="x")
 >>> out = keras.layers.Dense(2, activation="softmax")(keras.layers.Reshape((1,))(inp))
 >>> model = compile_model(keras.Model({"x": inp}, out), task="binary")

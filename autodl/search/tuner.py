@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import statistics
 import threading
@@ -239,7 +238,7 @@ class AutoTuner(kt.Tuner):
             callbacks: list[keras.callbacks.Callback] = [tuner_utils.TunerCallback(self, trial)]
             if k == 0:
                 callbacks.append(
-                    tuner_utils.SaveBestEpoch(objective=objective, filepath=self._get_checkpoint_fname(trial.trial_id))
+                    tuner_utils.SaveBestEpoch(objective=objective, filepath=str(self.checkpoint_path(trial.trial_id)))
                 )
             history = self.hypermodel.fit(
                 trial.hyperparameters, model, pool.take(train_rows), pool.take(valid_rows),
@@ -266,12 +265,12 @@ class AutoTuner(kt.Tuner):
         model = super()._build_hypermodel(hp)
         # Hyperband continues a promising trial from its checkpoint.
         if "tuner/trial_id" in hp.values and self._previous_checkpoint_exists(hp):
-            model.load_weights(self._get_checkpoint_fname(hp.values["tuner/trial_id"]))
+            model.load_weights(self.checkpoint_path(hp.values["tuner/trial_id"]))
         return model
 
     def _previous_checkpoint_exists(self, hp: kt.HyperParameters) -> bool:
         previous = hp.values.get("tuner/trial_id")
-        return previous is not None and os.path.exists(self._get_checkpoint_fname(previous))
+        return previous is not None and self.checkpoint_path(previous).exists()
 
     # -- results ------------------------------------------------------------------------
 
