@@ -24,6 +24,10 @@ from autodl.features.stats import FeatureStats, fit_stats  # noqa: F401  (fit_st
 from autodl.zoo import EncodedFeatures
 
 NUMERIC_TRANSFORMS: tuple[str, ...] = ("quantile", "standard")
+# Names of the numeric preprocessing layers ``encode`` creates (per-column ones end in a suffix):
+# exporters keep them in float when quantizing.
+NUMERIC_PREPROCESSING_LAYERS: tuple[str, ...] = ("numeric_raw", "impute", "quantile", "standardize", "missing", "numeric")
+COLUMN_LAYER_SUFFIXES: tuple[str, ...] = ("_col", "_parts")
 _INPUT_DTYPES = {"float": "float32", "int": "int64", "string": "string", "datetime": "float64"}
 
 

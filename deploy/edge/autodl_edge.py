@@ -1,1 +1,298 @@
-def hello(): return 1
+#!/usr/bin/env python3
+"""Run an autodl edge bundle on a CSV: needs only numpy and a LiteRT interpreter.
+
+    python autodl_edge.py BUNDLE_DIR data.csv -o predictions.csv [--variant int8]
+
+The interpreter comes from ``ai-edge-litert`` (``pip install ai-edge-litert``) or,
+on older boards, ``tflite-runtime``; whichever is installed is used. No
+TensorFlow, pandas or autodl is needed: this file is copied into every bundle.
+
+The bundle's ``schema.json`` says which columns the model reads and which
+preprocessing steps run here in numpy because LiteRT's builtin ops cannot run
+them (integer-category lookups, TF-IDF of text columns, date parts); the rest
+(imputation, scaling, string lookups) is inside ``model*.tflite``.
+
+Example (Python):
+
+    from autodl_edge import EdgeModel, read_csv
+    model = EdgeModel("bundle")
+    rows = read_csv("new.csv", model.schema["missing_markers"])
+    labels, probabilities = model.predict(rows)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+FORMAT = "autodl-edge/1"
+_DELIMITERS = ",;\t|"
+# Keras' TextVectorization "lower_and_strip_punctuation" removes exactly these characters.
+_PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_INT_MISSING = np.iinfo(np.int64).min
+
+
+def load_interpreter_class() -> tuple[Any, str]:
+    """The LiteRT ``Interpreter`` class and the runtime's name, whichever package is installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        raise SystemExit("error: no LiteRT interpreter; pip install ai-edge-litert (or tflite-runtime)") from None
+
+
+# -- reading raw rows ------------------------------------------------------------------------
+
+
+def read_csv(path: str | Path, missing_markers: Sequence[str] = ("",)) -> dict[str, list[str | None]]:
+    """Columns of a CSV file as lists of strings, ``None`` where a value is missing."""
+    text = Path(path).read_text(encoding="utf-8-sig", errors="replace")
+    sample = "\n".join(text.splitlines()[:50])
+    try:
+        delimiter = csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        delimiter = ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, skipinitialspace=True)
+    header = [h.strip() for h in next(reader)]
+    markers = set(missing_markers)
+    columns: dict[str, list[str | None]] = {h: [] for h in header}
+    for row in reader:
+        if not row:
+            continue
+        for name, value in zip(header, row + [""] * (len(header) - len(row))):
+            value = value.strip()
+            columns[name].append(None if value in markers else value)
+    return columns
+
+
+def _floats(values: Iterable[str | float | None]) -> np.ndarray:
+    out = []
+    for v in values:
+        try:
+            out.append(float(v) if v is not None else math.nan)
+        except (TypeError, ValueError):
+            out.append(math.nan)
+    return np.asarray(out, dtype=np.float64)
+
+
+def _string(v: str | float | None) -> str:
+    # The same spelling autodl's lookups were built from: missing → "", 3.0 → "3".
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float):
+        return str(int(v)) if v.is_integer() else str(v)
+    s = str(v).strip()
+    try:
+        f = float(s)
+    except ValueError:
+        return s
+    return str(int(f)) if f.is_integer() and not s.lower().startswith(("inf", "nan", "-inf")) else s
+
+
+def epoch_seconds(values: Iterable[str | None]) -> np.ndarray:
+    """ISO-8601 dates or date-times (UTC unless an offset is given) → seconds since 1970; NaN if unparsable."""
+    out = []
+    for v in values:
+        try:
+            t = datetime.fromisoformat(str(v).strip().replace("Z", "+00:00")) if v else None
+        except ValueError:
+            t = None
+        if t is None:
+            out.append(math.nan)
+            continue
+        t = t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+        out.append((t - _EPOCH).total_seconds())
+    return np.asarray(out, dtype=np.float64)
+
+
+# -- the host-side preprocessing steps ---------------------------------------------------------
+
+
+def integer_lookup(values: np.ndarray, vocabulary: Sequence[int]) -> np.ndarray:
+    """Index 1.. for known integers, 0 (the OOV bucket) for unseen or missing ones."""
+    index = {int(v): i + 1 for i, v in enumerate(vocabulary)}
+    return np.asarray([index.get(int(v), 0) for v in values], dtype=np.int64)
+
+
+def tfidf(texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float]) -> np.ndarray:
+    """Keras TextVectorization(output_mode="tf_idf", lower_and_strip_punctuation, whitespace split)."""
+    index = {w: i for i, w in enumerate(vocabulary)}
+    counts = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
+    for row, text in enumerate(texts):
+        for token in _PUNCTUATION.sub("", text.translate(_ASCII_LOWER)).split():
+            counts[row, index.get(token, 0)] += 1.0
+    return counts * np.asarray(idf, dtype=np.float32)
+
+
+def datetime_parts(seconds: np.ndarray) -> np.ndarray:
+    """Epoch seconds → (year, month, day, weekday Mon=0, hour), NaN where missing (as the model does)."""
+    days = np.floor(seconds / 86400.0)
+    hour = np.floor((seconds - days * 86400.0) / 3600.0)
+    weekday = np.mod(days + 3.0, 7.0)
+    z = days + 719468.0
+    era = np.floor(z / 146097.0)
+    doe = z - era * 146097.0
+    yoe = np.floor((doe - np.floor(doe / 1460.0) + np.floor(doe / 36524.0) - np.floor(doe / 146096.0)) / 365.0)
+    doy = doe - (365.0 * yoe + np.floor(yoe / 4.0) - np.floor(yoe / 100.0))
+    mp = np.floor((5.0 * doy + 2.0) / 153.0)
+    day = doy - np.floor((153.0 * mp + 2.0) / 5.0) + 1.0
+    month = np.where(mp < 10.0, mp + 3.0, mp - 9.0)
+    year = yoe + era * 400.0 + (month <= 2.0)
+    return np.stack([year, month, day, weekday, hour], axis=-1).astype(np.float32)
+
+
+def prepare_inputs(schema: dict[str, Any], columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Raw column values → float32 / int64 / UTF-8 byte-string arrays, one per model input tensor."""
+    missing = [c for c in schema["columns_read"] if c not in columns]
+    if missing:
+        raise SystemExit(f"error: input is missing column(s) {', '.join(missing)} that the model was trained on")
+    feeds: dict[str, np.ndarray] = {}
+    for name, spec in schema["inputs"].items():
+        raw = columns[spec["column"]]
+        if spec["source"] == "column":
+            if spec["dtype"] == "string":
+                feeds[name] = np.asarray([_string(v).encode("utf-8") for v in raw], dtype=bytes)
+            else:
+                feeds[name] = _floats(raw).astype(np.float32)
+        elif spec["op"] == "integer_lookup":
+            numbers = _floats(raw)
+            ints = np.where(np.isnan(numbers), _INT_MISSING, np.round(np.nan_to_num(numbers))).astype(np.int64)
+            feeds[name] = integer_lookup(ints, spec["params"]["vocabulary"])
+        elif spec["op"] == "tfidf":
+            feeds[name] = tfidf([_string(v) for v in raw], spec["params"]["vocabulary"], spec["params"]["idf"])
+        elif spec["op"] == "datetime_parts":
+            feeds[name] = datetime_parts(epoch_seconds(raw))
+        else:
+            raise SystemExit(f"error: unknown preprocessing step '{spec['op']}' in schema.json")
+    return feeds
+
+
+# -- the model -------------------------------------------------------------------------------
+
+
+class EdgeModel:
+    """One variant of an edge bundle, predicting from raw column values."""
+
+    def __init__(self, bundle: str | Path, variant: str | None = None, num_threads: int | None = None) -> None:
+        self.bundle = Path(bundle)
+        self.schema = json.loads((self.bundle / "schema.json").read_text(encoding="utf-8"))
+        if self.schema.get("format") != FORMAT:
+            raise SystemExit(f"error: {self.bundle / 'schema.json'} is not an {FORMAT} bundle")
+        self.labels = json.loads((self.bundle / "labels.json").read_text(encoding="utf-8"))
+        variants = self.schema["variants"]
+        self.variant = variant or self.schema["default_variant"]
+        if self.variant not in variants:
+            raise SystemExit(f"error: bundle has no variant '{self.variant}'; it has {', '.join(variants)}")
+        interpreter_class, self.runtime = load_interpreter_class()
+        path = self.bundle / variants[self.variant]["file"]
+        self.interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+        # Tensors by name, not signature runners: a signature needs the converter to keep the
+        # weights as resource variables, which blocks quantization (see autodl/export/tflite.py).
+        self.input_details = {d["name"]: d for d in self.interpreter.get_input_details()}
+        self.output_detail = self.interpreter.get_output_details()[0]
+        self._batch = -1
+
+    def inputs(self, columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+        """Raw column values → the arrays this variant's interpreter takes."""
+        return {name: self._quantize(name, value) for name, value in prepare_inputs(self.schema, columns).items()}
+
+    def _quantize(self, name: str, value: np.ndarray) -> np.ndarray:
+        detail = self.input_details[name]
+        dtype = detail["dtype"]
+        if dtype in (np.int8, np.uint8) and value.dtype.kind == "f":
+            scale, zero_point = detail["quantization"]
+            info = np.iinfo(dtype)
+            # Clip before the cast: an out-of-range value must saturate, not wrap around.
+            q = np.clip(np.round(np.nan_to_num(value) / scale + zero_point), info.min, info.max)
+            return q.astype(dtype)
+        return value if value.dtype.kind in "SO" else value.astype(dtype)
+
+    def raw_output(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One invoke on a batch of already-prepared inputs (resizing the interpreter when the batch changes)."""
+        batch = len(next(iter(feeds.values())))
+        if batch != self._batch:
+            for name, value in feeds.items():
+                self.interpreter.resize_tensor_input(self.input_details[name]["index"], list(value.shape))
+            self.interpreter.allocate_tensors()
+            self._batch = batch
+        for name, value in feeds.items():
+            self.interpreter.set_tensor(self.input_details[name]["index"], value)
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output_detail["index"])
+        if self.output_detail["dtype"] in (np.int8, np.uint8):
+            scale, zero_point = self.output_detail["quantization"]
+            out = (out.astype(np.float32) - zero_point) * scale
+        return np.asarray(out, dtype=np.float32)
+
+    def predict_output(self, columns: dict[str, Sequence[Any]], batch_size: int = 1024) -> np.ndarray:
+        """Probabilities ``(rows, classes)`` or values ``(rows,)``."""
+        feeds = self.inputs(columns)
+        n = len(next(iter(feeds.values())))
+        parts = [self.raw_output({k: v[i:i + batch_size] for k, v in feeds.items()}) for i in range(0, n, batch_size)]
+        return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
+
+    def predict(self, columns: dict[str, Sequence[Any]]) -> tuple[list[Any], np.ndarray]:
+        """Labels (or values) and the raw output."""
+        output = self.predict_output(columns)
+        if self.schema["task"] == "regression":
+            return [float(v) for v in output], output
+        return [self.labels[int(i)] for i in np.argmax(output, axis=1)], output
+
+
+def write_predictions(path: str | Path | None, schema: dict[str, Any], labels: list[Any], output: np.ndarray, classes: Sequence[Any]) -> None:
+    """The same columns as ``autodl predict``: prediction, then proba_<class> for classifiers."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if schema["task"] == "regression":
+        writer.writerow(["prediction"])
+        writer.writerows([[repr(float(v))] for v in output])
+    else:
+        writer.writerow(["prediction"] + [f"proba_{c}" for c in classes])
+        for label, row in zip(labels, output):
+            writer.writerow([label] + [repr(float(p)) for p in row])
+    if path is None:
+        sys.stdout.write(buffer.getvalue())
+    else:
+        Path(path).write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Predict a CSV with an autodl edge bundle (numpy + LiteRT only).")
+    parser.add_argument("bundle", help="bundle directory (schema.json, labels.json, model*.tflite)")
+    parser.add_argument("data", help="CSV with the columns the model was trained on")
+    parser.add_argument("-o", "--output", help="CSV to write (default: standard output)")
+    parser.add_argument("--variant", help="float32, float16, dynamic or int8 (default: the bundle's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    model = EdgeModel(args.bundle, args.variant, args.threads)
+    columns = read_csv(args.data, model.schema["missing_markers"])
+    labels, output = model.predict(columns)
+    write_predictions(args.output, model.schema, labels, output, model.labels)
+    print(f"{len(labels)} rows predicted with {model.variant} on {model.runtime} in {time.perf_counter() - start:.2f} s",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

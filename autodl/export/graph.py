@@ -1,0 +1,261 @@
+"""Splitting a fitted model at the layers LiteRT's builtin ops cannot run.
+
+An autodl model reads raw columns and does its own preprocessing. Most of it
+converts to TFLite builtins (arithmetic, a static-vocabulary ``StringLookup``,
+embeddings), but ``IntegerLookup`` and ``TextVectorization`` need Flex ops and
+``DateTimeParts`` computes in float64, which builtin kernels mostly lack.
+``split_for_edge`` rebuilds the model with those layers replaced by new inputs
+and describes each replaced layer as a ``HostStep`` with its parameters (the
+vocabulary, the idf weights), which the stand-alone edge runner applies in
+numpy. The rebuilt model shares the trained layers (no weights are copied), so
+both graphs compute the same function.
+
+Example:
+
+>>> import keras, numpy as np
+>>> rooms = keras.Input((), dtype="int64", name="rooms")
+>>> index = keras.layers.IntegerLookup(vocabulary=[1, 2, 3])(rooms)
+>>> out = keras.layers.Embedding(4, 2)(index)
+>>> edge = split_for_edge(keras.Model({"rooms": rooms}, out))
+>>> [(s.op, s.column) for s in edge.host_steps], edge.raw_columns
+([('integer_lookup', 'rooms')], [])
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from autodl.errors import RunError
+from autodl.features.layers import DateTimeParts
+from autodl.features.tabular import COLUMN_LAYER_SUFFIXES, NUMERIC_PREPROCESSING_LAYERS
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One preprocessing step the edge runner does in numpy, producing one model input.
+
+    ``op`` is ``"integer_lookup"`` (``params``: ``vocabulary``, index 0 is the OOV
+    bucket), ``"tfidf"`` (``vocabulary`` with ``[UNK]`` first, ``idf``, ``standardize``,
+    ``split``) or ``"datetime_parts"`` (epoch seconds → year, month, day, weekday, hour).
+    """
+
+    input: str
+    op: str
+    column: str
+    dtype: str
+    width: int | None  # None: one value per row; k: a (rows, k) vector
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "op": self.op, "column": self.column, "dtype": self.dtype,
+                "width": self.width, "params": self.params}
+
+
+@dataclass
+class EdgeGraph:
+    """The LiteRT-ready model and what the runner must compute before calling it."""
+
+    model: keras.Model
+    raw_columns: list[str]  # raw columns the model reads directly (float or string)
+    host_steps: list[HostStep]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.model.input.keys())
+
+    @property
+    def float_layers(self) -> list[str]:
+        """Numeric preprocessing layers, which int8 quantization leaves in float (see ``calibration``)."""
+        return [layer.name for layer in _all_layers(self.model) if is_numeric_preprocessing(layer.name)]
+
+
+def is_numeric_preprocessing(layer_name: str) -> bool:
+    return layer_name in NUMERIC_PREPROCESSING_LAYERS or layer_name.endswith(COLUMN_LAYER_SUFFIXES)
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    out = []
+    for layer in model.layers:
+        out.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return out
+
+
+def split_for_edge(model: keras.Model) -> EdgeGraph:
+    """The model with every host-side layer replaced by an input (nested members included)."""
+    registry = _Registry()
+    edge, raw_columns = _edge_model(model, registry, name=f"{model.name}_edge")
+    return EdgeGraph(edge, raw_columns, registry.steps)
+
+
+HOST_LAYERS = (keras.layers.IntegerLookup, keras.layers.TextVectorization, DateTimeParts)
+
+
+@keras.saving.register_keras_serializable(package="autodl")
+class VocabularyMatch(keras.layers.Layer):
+    """``StringLookup`` (one OOV bucket at 0, no mask) as string equality against the vocabulary.
+
+    Same indices as the lookup it replaces, but with no hash table: a TFLite
+    model holding a hash table keeps its weights as resource variables, which
+    the converter then cannot quantize; EQUAL and REDUCE_MAX on strings and
+    ints are plain builtins.
+    """
+
+    def __init__(self, vocabulary: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.vocabulary = [str(v) for v in vocabulary]
+
+    def call(self, x: Any) -> Any:
+        import tensorflow as tf
+
+        vocabulary = tf.constant(self.vocabulary, dtype=tf.string)
+        matches = tf.equal(tf.expand_dims(x, -1), tf.expand_dims(vocabulary, 0))  # (batch, V)
+        positions = tf.range(1, len(self.vocabulary) + 1, dtype=tf.int32)
+        index = tf.reduce_max(tf.where(matches, positions, tf.zeros_like(positions)), axis=-1)
+        return tf.cast(index, "int64")
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return input_shape
+
+    def compute_output_spec(self, x: Any) -> Any:
+        return keras.KerasTensor(x.shape, dtype="int64")
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "vocabulary": self.vocabulary}
+
+
+def _edge_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The layer itself, or a builtin-only stand-in computing the same thing."""
+    if isinstance(layer, keras.layers.StringLookup):
+        config = layer.get_config()
+        if config.get("num_oov_indices", 1) == 1 and config.get("mask_token") is None and config.get("output_mode") == "int":
+            return VocabularyMatch([str(v) for v in layer.get_vocabulary()[1:]], name=layer.name)
+    return layer
+
+
+class _Registry:
+    """Host steps across the whole model: ensemble members share one input per identical step."""
+
+    def __init__(self) -> None:
+        self.steps: list[HostStep] = []
+        self._by_key: dict[str, HostStep] = {}
+
+    def register(self, step: HostStep) -> HostStep:
+        key = json.dumps([step.op, step.column, step.params], sort_keys=True)
+        if key not in self._by_key:
+            taken = {s.input for s in self.steps}
+            name, i = step.input, 1
+            while name in taken:
+                i += 1
+                name = f"{step.input}_{i}"
+            self._by_key[key] = HostStep(name, step.op, step.column, step.dtype, step.width, step.params)
+            self.steps.append(self._by_key[key])
+        return self._by_key[key]
+
+
+class _Level:
+    """One functional graph being rebuilt: its raw-column inputs and the host inputs it uses."""
+
+    def __init__(self, registry: _Registry) -> None:
+        self.registry = registry
+        self.column_of: dict[int, str] = {}
+        self.used: set[str] = set()
+        self.host: dict[str, Any] = {}
+
+    def host_input(self, step: HostStep) -> Any:
+        if step.input not in self.host:
+            shape = () if step.width is None else (step.width,)
+            self.host[step.input] = keras.Input(shape=shape, dtype=step.dtype, name=step.input)
+        return self.host[step.input]
+
+
+def _edge_model(model: keras.Model, registry: _Registry, name: str) -> tuple[keras.Model, list[str]]:
+    struct = model._inputs_struct  # noqa: SLF001  (the only way to see a functional model's input dict)
+    if not isinstance(struct, dict):
+        raise RunError(f"model '{model.name}' does not take a dict of named columns; export needs an autodl model")
+    level = _Level(registry)
+    raw = {column: keras.Input(shape=ref.shape[1:], dtype=ref.dtype, name=ref.name) for column, ref in struct.items()}
+    level.column_of = {id(t): column for column, t in raw.items()}
+    outputs = _replay(model, {id(ref): raw[column] for column, ref in struct.items()}, level)
+    used = [c for c in struct if c in level.used]
+    inputs = {c: raw[c] for c in used} | level.host
+    return keras.Model(inputs, outputs[0] if len(outputs) == 1 else outputs, name=name), used
+
+
+def _replay(fn: Any, tensor_dict: dict[int, Any], level: _Level) -> list[Any]:
+    """Runs ``fn``'s graph symbolically on new tensors (``tensor_dict``: id(old) → new)."""
+    for depth in sorted(fn._nodes_by_depth, reverse=True):  # noqa: SLF001
+        for node in fn._nodes_by_depth[depth]:  # noqa: SLF001
+            op = node.operation
+            if op is None or node.is_input:
+                continue
+            args, kwargs = node.arguments.fill_in(tensor_dict)
+            if isinstance(op, HOST_LAYERS):
+                source = args[0] if args else next(iter(kwargs.values()))
+                column = level.column_of.get(id(source))
+                if column is None:
+                    raise RunError(
+                        f"layer '{op.name}' ({type(op).__name__}) cannot run in LiteRT and does not read a raw "
+                        "column, so the edge runner cannot compute it; export --format serving instead"
+                    )
+                outputs: Any = level.host_input(level.registry.register(_host_step(op, column)))
+            elif isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth"):
+                outputs = _call_member(op, args[0], level)
+            else:
+                level.used.update(level.column_of[id(t)] for t in keras.tree.flatten((args, kwargs)) if id(t) in level.column_of)
+                outputs = _edge_layer(op)(*args, **kwargs)
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+                tensor_dict[id(old)] = new
+    return [tensor_dict[id(x)] for x in fn.outputs]
+
+
+def _call_member(member: keras.Model, value: Any, level: _Level) -> Any:
+    """A nested member (an ensemble's trial model) rebuilt as its own sub-model, so layer names stay scoped."""
+    if not isinstance(value, dict):
+        raise RunError(f"member model '{member.name}' is not called on the named columns; cannot split it")
+    edge, used = _edge_model(member, level.registry, name=member.name)
+    feed = {}
+    for key in edge.input:
+        if key in used:
+            feed[key] = value[key]
+            if id(value[key]) in level.column_of:
+                level.used.add(level.column_of[id(value[key])])
+        else:
+            step = next(s for s in level.registry.steps if s.input == key)
+            feed[key] = level.host_input(step)
+    return edge(feed)
+
+
+def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
+    from autodl.features.tabular import layer_name  # noqa: PLC0415
+
+    if isinstance(layer, keras.layers.IntegerLookup):
+        config = layer.get_config()
+        if config.get("num_oov_indices", 1) != 1 or config.get("mask_token") is not None:
+            raise RunError(f"IntegerLookup '{layer.name}' has an OOV/mask setup the edge runner does not implement")
+        vocabulary = [int(v) for v in layer.get_vocabulary()[1:]]
+        return HostStep(f"{layer_name(column)}__index", "integer_lookup", column, "int64", None, {"vocabulary": vocabulary})
+    if isinstance(layer, keras.layers.TextVectorization):
+        config = layer.get_config()
+        unsupported = {
+            "output_mode": (config["output_mode"], "tf_idf"),
+            "standardize": (config["standardize"], "lower_and_strip_punctuation"),
+            "split": (config["split"], "whitespace"),
+            "ngrams": (config["ngrams"], None),
+        }
+        for key, (value, expected) in unsupported.items():
+            if value != expected:
+                raise RunError(f"TextVectorization '{layer.name}' uses {key}={value!r}; the edge runner implements {expected!r}")
+        vocabulary = [str(v) for v in layer.get_vocabulary()]
+        idf = np.asarray(layer._lookup_layer.idf_weights_const, dtype="float32")  # noqa: SLF001
+        params = {"vocabulary": vocabulary, "idf": [float(v) for v in idf], "standardize": config["standardize"],
+                  "split": config["split"]}
+        return HostStep(f"{layer_name(column)}__tfidf", "tfidf", column, "float32", len(vocabulary), params)
+    if isinstance(layer, DateTimeParts):
+        return HostStep(f"{layer_name(column)}__parts", "datetime_parts", column, "float32", len(DateTimeParts.PARTS),
+                        {"parts": list(DateTimeParts.PARTS)})
+    raise RunError(f"no edge implementation for layer '{layer.name}' ({type(layer).__name__})")
