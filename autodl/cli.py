@@ -4,6 +4,7 @@
     autodl predict runs/data-income new.csv -o predictions.csv
     autodl evaluate runs/data-income labelled.csv
     autodl leaderboard runs/data-income
+    autodl export runs/data-income --format serving,tflite --quantize all
 
 Problems with the input print one line and exit with code 2; ``--debug`` shows
 the traceback.
@@ -73,6 +74,8 @@ def fit(
     class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
     max_epochs: int = typer.Option(100, "--max-epochs", help="Most epochs per trial (early stopping usually ends sooner)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    export: Optional[str] = typer.Option(None, "--export", help="After the fit, export: serving, tflite or both (comma-separated), into RUN/export."),
+    quantize: str = typer.Option("all", "--quantize", help="With --export tflite: none, float16, dynamic, int8 or all."),
 ) -> None:
     """Search zoo architectures for DATA, evaluate the best on a test split, save the run.
 
@@ -82,6 +85,12 @@ def fit(
     from autodl.api import AutoModel
 
     cv_value: Any = cv if cv == "auto" else _int_option(cv, "--cv")
+    export_options = None
+    if export:
+        from autodl.export.pipeline import ExportOptions
+
+        # Checked before the fit, so a typo does not cost a whole search.
+        export_options = ExportOptions(formats=_split_list(export), quantize=quantize, overwrite=True).validate()
     model = AutoModel(
         target=target, task=task, metric=metric, time_limit=time_limit, max_trials=max_trials, tuner=tuner,
         cv=cv_value, seed=seed, out=out_dir, overwrite=overwrite, weight_column=weight_column,
@@ -90,6 +99,78 @@ def fit(
     )
     model.fit(str(data), None if test is None else str(test))
     _print_summary(model.manifest)
+    if export_options is not None:
+        _run_export(model.run_dir, export_options, quiet=quiet)
+
+
+@app.command("export")
+def export_command(
+    run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
+    format: str = typer.Option("serving,tflite", "--format", "-f", help="serving (TF Serving SavedModel), tflite (LiteRT edge bundle), or both comma-separated."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/export): serving/NAME/VERSION, edge/, report.json."),
+    name: str = typer.Option("model", "--name", help="TF Serving model name (the folder above the version)."),
+    version: int = typer.Option(1, "--version", help="TF Serving version folder; an existing one is refused unless --overwrite."),
+    quantize: str = typer.Option("all", "--quantize", "-q", help="TFLite variants: none (float32), float16, dynamic, int8, or all; float32 is always written as the reference."),
+    int8_io: bool = typer.Option(False, "--int8-io", help="int8 variant takes and returns int8 tensors (the runner quantizes; missing numbers cannot be represented)."),
+    prune: Optional[float] = typer.Option(None, "--prune", help="Also write a magnitude-pruned variant with this sparsity (e.g. 0.5), fine-tuned, int8 weights."),
+    qat: bool = typer.Option(False, "--qat", help="Also write a quantization-aware-trained int8 variant (tensorflow-model-optimization)."),
+    epochs: int = typer.Option(2, "--epochs", help="Fine-tune epochs for --prune and --qat."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The training data, if it moved since the fit (needed for calibration and checks)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle or serving version."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
+) -> None:
+    """Export a fitted run for TF Serving and for edge devices, each artifact checked against the Keras model.
+
+    Every TFLite variant uses builtin ops only and is run on the test split with the
+    bundle's own stand-alone runner; the table shows size, metric, agreement with
+    the Keras model and latency, and RUN/export/report.json keeps it.
+    """
+    from autodl.export.pipeline import ExportOptions
+
+    options = ExportOptions(
+        formats=_split_list(format), out=None if out_dir is None else str(out_dir), name=name, version=version,
+        quantize=quantize, int8_io=int8_io, prune=prune, qat=qat, overwrite=overwrite, fine_tune_epochs=epochs,
+    )
+    _run_export(run, options, data=data, as_json=as_json)
+
+
+def _run_export(run: Path, options: Any, *, data: Optional[Path] = None, quiet: bool = False, as_json: bool = False) -> None:
+    _quiet_tensorflow()
+    from autodl.export.pipeline import export_run
+
+    options.validate()
+    if quiet or as_json:
+        report = export_run(run, options, data=None if data is None else str(data))
+    else:
+        with err.status("exporting") as status:
+            report = export_run(run, options, data=None if data is None else str(data),
+                                on_step=lambda msg: status.update(f"exporting: {msg}"))
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+        return
+    _print_export(report)
+
+
+def _print_export(report: dict[str, Any]) -> None:
+    from autodl.export.pipeline import report_rows
+
+    rows = report_rows(report)
+    metric = next(k for k in ("accuracy", "rmse") if k in rows[0])
+    table = Table(title=f"export · {report['run']} · test split ({report['test_rows']} rows)")
+    for col, justify in [("artifact", "left"), ("size", "right"), (metric, "right"), ("agreement", "right"),
+                         ("max |Δ|", "right"), ("1-row latency", "right"), ("rows/s", "right"), ("note", "left")]:
+        table.add_column(col, justify=justify)
+    for r in rows:
+        table.add_row(
+            r["artifact"], "" if r["size"] is None else f"{r['size'] / 1024:.1f} KiB", f"{r[metric]:.4f}",
+            "" if r.get("agreement") is None else f"{r['agreement']:.4f}",
+            "" if r.get("max_abs_diff") is None else f"{r['max_abs_diff']:.2g}",
+            f"{r['latency_ms']:.3f} ms", "" if r.get("throughput") is None else f"{r['throughput']:,.0f}", r.get("note", ""),
+        )
+    out.print(table)
+    for key, label in (("serving", "TF Serving"), ("tflite", "edge bundle")):
+        if key in report:
+            out.print(f"{label}: {report[key]['path']}")
 
 
 def _int_option(value: str, name: str) -> int:

@@ -1,14 +1,18 @@
-"""Splitting a fitted model at the layers LiteRT's builtin ops cannot run.
+"""Splitting a fitted model at the layers LiteRT's builtin ops cannot run (or run badly).
 
 An autodl model reads raw columns and does its own preprocessing. Most of it
-converts to TFLite builtins (arithmetic, a static-vocabulary ``StringLookup``,
-embeddings), but ``IntegerLookup`` and ``TextVectorization`` need Flex ops and
-``DateTimeParts`` computes in float64, which builtin kernels mostly lack.
-``split_for_edge`` rebuilds the model with those layers replaced by new inputs
-and describes each replaced layer as a ``HostStep`` with its parameters (the
-vocabulary, the idf weights), which the stand-alone edge runner applies in
-numpy. The rebuilt model shares the trained layers (no weights are copied), so
-both graphs compute the same function.
+converts to TFLite builtins (arithmetic, embeddings; a ``StringLookup`` becomes
+``VocabularyMatch``, string equality against the vocabulary, because a hash
+table would keep the weights as unquantizable resource variables), but
+``IntegerLookup`` and ``TextVectorization`` need Flex ops, and the numeric block
+(date parts in float64, median imputation, quantile or standard scaling,
+missing indicators) does not survive float16 or int8 constants: thresholds of
+1e5 and ramps 1e6 steep (measured on Adult: float16 lost 0.4 and int8 2.1
+accuracy points with it inside). ``split_for_edge`` rebuilds the model with
+those parts replaced by new inputs and describes each as a ``HostStep`` with its
+parameters (vocabularies, idf weights, fill values, quantiles), which the
+stand-alone edge runner applies in numpy. The rebuilt model shares the trained
+layers (no weights are copied), so both graphs compute the same function.
 
 Example:
 
@@ -41,7 +45,9 @@ class HostStep:
 
     ``op`` is ``"integer_lookup"`` (``params``: ``vocabulary``, index 0 is the OOV
     bucket), ``"tfidf"`` (``vocabulary`` with ``[UNK]`` first, ``idf``, ``standardize``,
-    ``split``) or ``"datetime_parts"`` (epoch seconds → year, month, day, weekday, hour).
+    ``split``) or ``"numeric"`` (the numeric block: ``columns`` with their kinds (dates expand to
+    year, month, day, weekday, hour), median ``fill``, ``quantile`` or ``standard`` scaling, and the
+    ``missing`` indicator columns). ``column`` is the first column read.
     """
 
     input: str
@@ -68,21 +74,9 @@ class EdgeGraph:
     def input_names(self) -> list[str]:
         return list(self.model.input.keys())
 
-    @property
-    def float_layers(self) -> list[str]:
-        """Numeric preprocessing layers, which int8 quantization leaves in float (see ``calibration``)."""
-        return [layer.name for layer in _all_layers(self.model) if is_numeric_preprocessing(layer.name)]
-
 
 def is_numeric_preprocessing(layer_name: str) -> bool:
     return layer_name in NUMERIC_PREPROCESSING_LAYERS or layer_name.endswith(COLUMN_LAYER_SUFFIXES)
-
-
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    out = []
-    for layer in model.layers:
-        out.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return out
 
 
 def split_for_edge(model: keras.Model) -> EdgeGraph:
@@ -92,7 +86,15 @@ def split_for_edge(model: keras.Model) -> EdgeGraph:
     return EdgeGraph(edge, raw_columns, registry.steps)
 
 
-HOST_LAYERS = (keras.layers.IntegerLookup, keras.layers.TextVectorization, DateTimeParts)
+HOST_LAYERS = (keras.layers.IntegerLookup, keras.layers.TextVectorization)
+
+
+class _Deferred:
+    """The output of a numeric preprocessing layer not rebuilt: the runner computes it (see ``_numeric_step``)."""
+
+    def __init__(self, layer: keras.layers.Layer, args: tuple) -> None:
+        self.layer = layer
+        self.args = args
 
 
 @keras.saving.register_keras_serializable(package="autodl")
@@ -194,6 +196,17 @@ def _replay(fn: Any, tensor_dict: dict[int, Any], level: _Level) -> list[Any]:
             if op is None or node.is_input:
                 continue
             args, kwargs = node.arguments.fill_in(tensor_dict)
+            if is_numeric_preprocessing(op.name) and not isinstance(op, keras.Model):
+                # Imputation and scaling run in the runner, in float32: quantized or float16 constants
+                # (1/width steps of 1e6, thresholds of 1e5) would wreck them (measured on Adult).
+                outputs = _Deferred(op, args)
+                for old in node.outputs:
+                    tensor_dict[id(old)] = outputs
+                continue
+            deferred = [d for d in keras.tree.flatten((args, kwargs)) if isinstance(d, _Deferred)]
+            if deferred:
+                swap = {id(d): level.host_input(level.registry.register(_numeric_step(d, level))) for d in deferred}
+                args, kwargs = keras.tree.map_structure(lambda t: swap.get(id(t), t), (args, kwargs))
             if isinstance(op, HOST_LAYERS):
                 source = args[0] if args else next(iter(kwargs.values()))
                 column = level.column_of.get(id(source))
@@ -230,6 +243,42 @@ def _call_member(member: keras.Model, value: Any, level: _Level) -> Any:
     return edge(feed)
 
 
+def _numeric_step(final: _Deferred, level: _Level) -> HostStep:
+    """One host step for the numeric block: raw numeric/date columns → imputed, scaled features (+ indicators)."""
+    from autodl.features.layers import ImputeMissing, MissingIndicator, QuantileTransform
+
+    found: dict[type, Any] = {}
+    stack = [final]
+    while stack:
+        d = stack.pop()
+        found.setdefault(type(d.layer), d)
+        stack.extend(a for a in keras.tree.flatten(d.args) if isinstance(a, _Deferred))
+    impute = found.get(ImputeMissing)
+    if impute is None:
+        raise RunError(f"numeric block ending in '{final.layer.name}' has no imputation layer; cannot export it to the edge runner")
+    raw = impute.args[0]
+    parts = keras.tree.flatten(raw.args) if isinstance(raw.layer, keras.layers.Concatenate) else [raw]
+    columns = []
+    for part in parts:
+        column = level.column_of.get(id(part.args[0])) if isinstance(part, _Deferred) else None
+        if column is None:
+            raise RunError(f"numeric preprocessing layer '{getattr(part, 'layer', part)}' does not read a raw column")
+        columns.append({"column": column, "kind": "datetime" if isinstance(part.layer, DateTimeParts) else "numeric"})
+    params: dict[str, Any] = {"columns": columns, "fill": list(impute.layer.fill_values)}
+    if QuantileTransform in found:
+        params.update(transform="quantile", quantiles=found[QuantileTransform].layer.quantiles)
+    elif keras.layers.Normalization in found:
+        norm = found[keras.layers.Normalization].layer
+        params.update(transform="standard", mean=np.ravel(keras.ops.convert_to_numpy(norm.mean)).tolist(),
+                      variance=np.ravel(keras.ops.convert_to_numpy(norm.variance)).tolist())
+    else:
+        raise RunError(f"numeric block ending in '{final.layer.name}' has no quantile or standard scaling")
+    with_indicators = isinstance(final.layer, keras.layers.Concatenate) and MissingIndicator in found
+    params["missing"] = list(found[MissingIndicator].layer.columns) if with_indicators else []
+    width = len(params["fill"]) + len(params["missing"])
+    return HostStep("numeric__features", "numeric", columns[0]["column"], "float32", width, params)
+
+
 def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
     from autodl.features.tabular import layer_name  # noqa: PLC0415
 
@@ -255,7 +304,4 @@ def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
         params = {"vocabulary": vocabulary, "idf": [float(v) for v in idf], "standardize": config["standardize"],
                   "split": config["split"]}
         return HostStep(f"{layer_name(column)}__tfidf", "tfidf", column, "float32", len(vocabulary), params)
-    if isinstance(layer, DateTimeParts):
-        return HostStep(f"{layer_name(column)}__parts", "datetime_parts", column, "float32", len(DateTimeParts.PARTS),
-                        {"parts": list(DateTimeParts.PARTS)})
     raise RunError(f"no edge implementation for layer '{layer.name}' ({type(layer).__name__})")

@@ -92,16 +92,20 @@ def convert(
             raise ValueError("int8 needs representative rows")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: _representative(representative)
-        # INT8 kernels where they exist; ops without one (string matching) and tensors that
-        # carry NaN (raw numeric inputs before imputation) stay float.
+        # INT8 kernels where they exist; ops without one (string matching) stay float. The numeric
+        # block (imputation, scaling) is not in the model at all: the runner computes it.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+        # One scale per Dense kernel, not per output unit: per-channel scales and int64 zero points
+        # cost ~12 bytes a unit, 14% of the file on Adult's ensemble (3.44x → 3.78x smaller than
+        # float32), for no measured accuracy (both within 0.05 point of Keras, 99.5% agreement).
+        converter._experimental_disable_per_channel_quantization_for_dense_layers = True  # noqa: SLF001
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
     elif variant != "float32":
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     try:
-        with litert_calibration(keep_float=edge.float_layers):
+        with litert_calibration():
             return converter.convert()
     except Exception as e:  # noqa: BLE001 - the converter raises many types; the user needs one line
         lines = [line for line in str(e).splitlines() if "error" in line.lower()] or str(e).splitlines() or [type(e).__name__]
@@ -130,13 +134,19 @@ def bundle_schema(edge: EdgeGraph, schema: Schema, variants: dict[str, dict[str,
         "format": BUNDLE_FORMAT,
         "task": schema.task,
         "target": schema.target,
-        "columns_read": sorted({spec["column"] for spec in inputs.values()}),
+        "columns_read": sorted({c for spec in inputs.values() for c in _columns_of(spec)}),
         "missing_markers": list(MISSING_MARKERS),
         "inputs": inputs,
         "output": output_key(schema.task),
         "variants": variants or {},
         "default_variant": default_variant,
     }
+
+
+def _columns_of(spec: dict[str, Any]) -> list[str]:
+    if spec.get("op") == "numeric":
+        return [c["column"] for c in spec["params"]["columns"]]
+    return [spec["column"]]
 
 
 def write_bundle(

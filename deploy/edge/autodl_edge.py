@@ -180,11 +180,37 @@ def prepare_inputs(schema: dict[str, Any], columns: dict[str, Sequence[Any]]) ->
             feeds[name] = integer_lookup(ints, spec["params"]["vocabulary"])
         elif spec["op"] == "tfidf":
             feeds[name] = tfidf([_string(v) for v in raw], spec["params"]["vocabulary"], spec["params"]["idf"])
-        elif spec["op"] == "datetime_parts":
-            feeds[name] = datetime_parts(epoch_seconds(raw))
+        elif spec["op"] == "numeric":
+            feeds[name] = numeric_features(columns, spec["params"])
         else:
             raise SystemExit(f"error: unknown preprocessing step '{spec['op']}' in schema.json")
     return feeds
+
+
+def numeric_features(columns: dict[str, Sequence[Any]], params: dict[str, Any]) -> np.ndarray:
+    """autodl's numeric block, in float32 as the Keras model computes it: dates → parts, impute, scale, indicators."""
+    parts = []
+    for spec in params["columns"]:
+        values = columns[spec["column"]]
+        if spec["kind"] == "datetime":
+            parts.append(datetime_parts(epoch_seconds(values)))
+        else:
+            parts.append(_floats(values).astype(np.float32)[:, None])
+    raw = np.concatenate(parts, axis=1).astype(np.float32)
+    filled = np.where(np.isnan(raw), np.asarray(params["fill"], dtype=np.float32), raw)
+    if params["transform"] == "quantile":
+        q = np.asarray(params["quantiles"], dtype=np.float64)
+        lo = q[:, :-1].astype(np.float32)
+        inv_width = (1.0 / np.maximum(np.diff(q, axis=1), 1e-6)).astype(np.float32)
+        ramps = np.clip((filled[:, :, None] - lo) * inv_width, 0.0, 1.0)
+        scaled = (ramps.mean(axis=-1) - np.float32(0.5)) * np.float32(np.sqrt(12.0))
+    else:
+        std = np.maximum(np.sqrt(np.asarray(params["variance"], dtype=np.float32)), np.float32(1e-7))
+        scaled = (filled - np.asarray(params["mean"], dtype=np.float32)) / std
+    if params["missing"]:
+        indicators = np.isnan(raw[:, params["missing"]]).astype(np.float32)
+        scaled = np.concatenate([scaled, indicators], axis=1)
+    return scaled.astype(np.float32)
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -208,8 +234,14 @@ class EdgeModel:
         self.interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
         # Tensors by name, not signature runners: a signature needs the converter to keep the
         # weights as resource variables, which blocks quantization (see autodl/export/tflite.py).
-        self.input_details = {d["name"]: d for d in self.interpreter.get_input_details()}
-        self.output_detail = self.interpreter.get_output_details()[0]
+        # Pruned and QAT variants (converted from tf_keras) do carry a signature; its keys are the names.
+        if self.interpreter.get_signature_list():
+            runner = self.interpreter.get_signature_runner()
+            self.input_details = runner.get_input_details()
+            self.output_detail = next(iter(runner.get_output_details().values()))
+        else:
+            self.input_details = {d["name"]: d for d in self.interpreter.get_input_details()}
+            self.output_detail = self.interpreter.get_output_details()[0]
         self._batch = -1
 
     def inputs(self, columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
