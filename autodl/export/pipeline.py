@@ -299,7 +299,7 @@ def _export_tflite(
     compression: dict[str, Any] = {}
     for method in (["prune"] if options.prune is not None else []) + (["qat"] if options.qat else []):
         step(f"{'pruning' if method == 'prune' else 'quantization-aware training'} (tf_keras subprocess)")
-        result = _compress(edge, document, schema, frames, method, options, staging)
+        result = _compress(edge, schema, frames, method, options, staging)
         compression[method] = result
         flatbuffers[result["variant"]] = Path(result.pop("tflite_path")).read_bytes()
     tflite.write_bundle(staging, flatbuffers=flatbuffers, edge=edge, schema=schema, default_variant="float32",
@@ -317,6 +317,17 @@ def _export_tflite(
         "variants": variants,
         "compression": compression,
     }
+
+
+def edge_inputs(edge: Any, schema: Schema, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Raw rows → the edge model's inputs keyed as ``edge.model.input`` (strings as ``str``), via the runner."""
+    from autodl.edge.autodl_edge import prepare_inputs
+    from autodl.export.tflite import bundle_schema, tensor_names
+
+    document = bundle_schema(edge, schema)
+    keys = {name: key for key, name in tensor_names(edge).items()}
+    feeds = prepare_inputs(document, _columns(frame, document))
+    return {keys[n]: (np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v) for n, v in feeds.items()}
 
 
 def _columns(frame: pd.DataFrame, document: dict[str, Any]) -> dict[str, list[Any]]:
@@ -392,32 +403,24 @@ def _set_default(bundle: Path, default: str) -> None:
 
 
 def _compress(
-    edge: Any, document: dict[str, Any], schema: Schema, frames: RunFrames, method: str, options: ExportOptions, staging: Path
+    edge: Any, schema: Schema, frames: RunFrames, method: str, options: ExportOptions, staging: Path
 ) -> dict[str, Any]:
-    from autodl.edge.autodl_edge import prepare_inputs
     from autodl.export.compress import compress
-    from autodl.export.tflite import tensor_names
 
     work = Path(tempfile.mkdtemp(prefix="autodl-compress-"))
     try:
         model_path = work / "edge.keras"
         edge.model.save(model_path)
-        keys = {name: key for key, name in tensor_names(edge).items()}
 
         def model_inputs(frame: pd.DataFrame) -> dict[str, np.ndarray]:
-            feeds = prepare_inputs(document, _columns(frame, document))
-            return {keys[n]: (np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v) for n, v in feeds.items()}
+            return edge_inputs(edge, schema, frame)
 
-        # Pruned weights are stored int8 with float activations (dynamic range): in the tf_keras
-        # graph TF's full-integer quantizer pulls the raw numeric preprocessing into int8 as well
-        # (measured: accuracy 0.78 → 0.65 on a small table), and sparsity pays off in the weights.
-        quantize = "dynamic" if method == "prune" else "int8"
-        variant = "pruned_dynamic" if method == "prune" else "qat_int8"
+        variant = "pruned_int8" if method == "prune" else "qat_int8"
         result = compress(
             model_path, work / f"{variant}.tflite", method=method, task=schema.task,
             train_x=model_inputs(frames.train), train_y=prepare_target(frames.train[schema.target], schema),
             eval_x=model_inputs(frames.test), eval_y=prepare_target(frames.test[schema.target], schema),
-            sparsity=options.prune or 0.5, epochs=options.fine_tune_epochs, quantize=quantize,
+            sparsity=options.prune or 0.5, epochs=options.fine_tune_epochs, quantize="int8",
         )
         kept = staging.parent / f".{variant}.tflite"
         shutil.copyfile(result.tflite_path, kept)
@@ -508,9 +511,9 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 notes.append("default (model.tflite)")
             if v["flagged"]:
                 notes.append("FLAG: loses > 1 accuracy point")
-            if variant in ("pruned_dynamic", "qat_int8"):
-                c = t["compression"]["prune" if variant == "pruned_dynamic" else "qat"]
-                notes.append(f"sparsity {c['sparsity']:.2f}, gzip {c['gzip_bytes'] / 1024:.1f} KiB" if variant == "pruned_dynamic"
+            if variant in ("pruned_int8", "qat_int8"):
+                c = t["compression"]["prune" if variant == "pruned_int8" else "qat"]
+                notes.append(f"sparsity {c['sparsity']:.2f}, gzip {c['gzip_bytes'] / 1024:.1f} KiB" if variant == "pruned_int8"
                              else c["details"].get("quantization", ""))
             rows.append({"artifact": f"tflite {variant}", "size": v["size_bytes"], metric: v[metric],
                          "agreement": v.get("label_agreement"), "max_abs_diff": v["max_abs_diff"],

@@ -49,6 +49,7 @@ class Split:
         classes = None if task == "regression" else sorted(df["y"].unique().tolist())
         columns = [ColumnSpec(**{**c.to_dict(), "name": rename.get(c.name, c.name)}) for c in COLUMNS]
         self.schema = Schema("y", task, columns, classes=classes)  # type: ignore[arg-type]
+        self.df = df
         x = to_model_inputs(df, self.schema)
         y = prepare_target(df["y"], self.schema)
         self.train_x = {k: v[:N_TRAIN] for k, v in x.items()}
@@ -168,10 +169,15 @@ def test_qat_on_an_mlp_writes_an_int8_tflite_that_scores(binary, tmp_path):
     model = build(binary, "mlp", {"layers": 2, "units": 64})
     # The model compress() gets in the CLI: the edge exporter's builtin-only graph,
     # with StringLookup replaced by VocabularyMatch.
-    edge = split_for_edge(model).model
+    from autodl.export.pipeline import edge_inputs
+
+    split = split_for_edge(model)
+    edge = split.model
     assert any(type(layer).__name__ == "VocabularyMatch" for layer in edge.layers)
     out = tmp_path / "qat.tflite"
-    result = compress(save(edge, tmp_path, "mlp_edge"), out, method="qat", **binary.kwargs(), **FINE_TUNE)
+    kwargs = {**binary.kwargs(), "train_x": edge_inputs(split, binary.schema, binary.df.iloc[:N_TRAIN]),
+              "eval_x": edge_inputs(split, binary.schema, binary.df.iloc[N_TRAIN:])}
+    result = compress(save(edge, tmp_path, "mlp_edge"), out, method="qat", **kwargs, **FINE_TUNE)
 
     assert result.method == "qat" and result.sparsity == 0.0
     assert result.rebuild_max_abs_diff <= 1e-4
@@ -179,7 +185,7 @@ def test_qat_on_an_mlp_writes_an_int8_tflite_that_scores(binary, tmp_path):
     assert result.details["float_during_qat"] == ["mlp_cat0_onehot"]
     assert result.details["quantization"].startswith(("full-integer int8", "qat int8 layers"))
     assert int8_kernels(out), "the QAT Dense kernels should be stored as int8"
-    proba = run_tflite(out, binary.eval_x)
+    proba = run_tflite(out, kwargs["eval_x"])
     assert np.isfinite(proba).all() and np.allclose(proba.sum(axis=1), 1.0, atol=0.02)
     assert accuracy(binary.eval_y, proba) == pytest.approx(result.tflite_metric)
     assert result.tflite_metric >= 0.75 and result.metric_after >= result.metric_before - 0.05

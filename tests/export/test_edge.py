@@ -147,9 +147,10 @@ def _litert_only_venv(path: Path) -> Path:
 def test_runner_in_a_venv_without_tensorflow_matches_autodl_predict(binary_export, tmp_path):
     run, csv, report = binary_export
     python = _litert_only_venv(tmp_path / "venv")
-    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, text=True)
+    # cwd outside the repository: "python -c" puts the working directory on sys.path.
+    probe = subprocess.run([python, "-c", "import tensorflow"], capture_output=True, text=True, cwd=tmp_path)
     assert probe.returncode != 0, "the edge venv must not see TensorFlow"
-    probe = subprocess.run([python, "-c", "import autodl"], capture_output=True, text=True)
+    probe = subprocess.run([python, "-c", "import autodl"], capture_output=True, text=True, cwd=tmp_path)
     assert probe.returncode != 0, "the edge venv must not see autodl"
     bundle = Path(report["tflite"]["path"])
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}

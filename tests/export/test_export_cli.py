@@ -29,7 +29,7 @@ def test_export_both_formats(run_csv, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["serving"]["max_abs_diff"] <= 1e-5
     assert set(report["tflite"]["variants"]) == {"float32", "dynamic"}
-    assert "tflite dynamic" in captured.out and "serving adult/3" in captured.out
+    assert "dynamic" in captured.out and "adult/3" in captured.out and "edge bundle:" in captured.out
     # A new version goes next to the first; the same version again is refused.
     assert main(["export", str(run), "--out", str(out), "--name", "adult", "--version", "4", "--format", "serving"]) == 0
     assert (out / "serving" / "adult" / "4" / "saved_model.pb").exists()
