@@ -111,7 +111,7 @@ def export_command(
     name: str = typer.Option("model", "--name", help="TF Serving model name (the folder above the version)."),
     version: int = typer.Option(1, "--version", help="TF Serving version folder; an existing one is refused unless --overwrite."),
     quantize: str = typer.Option("all", "--quantize", "-q", help="TFLite variants: none (float32), float16, dynamic, int8, or all; float32 is always written as the reference."),
-    int8_io: bool = typer.Option(False, "--int8-io", help="int8 variant takes and returns int8 tensors (the runner quantizes; missing numbers cannot be represented)."),
+    int8_io: bool = typer.Option(False, "--int8-io", help="int8 variant takes and returns int8 tensors (for integer-only accelerators); the runner quantizes and dequantizes."),
     prune: Optional[float] = typer.Option(None, "--prune", help="Also write a magnitude-pruned variant with this sparsity (e.g. 0.5), fine-tuned, full int8."),
     qat: bool = typer.Option(False, "--qat", help="Also write a quantization-aware-trained int8 variant (tensorflow-model-optimization)."),
     epochs: int = typer.Option(2, "--epochs", help="Fine-tune epochs for --prune and --qat."),

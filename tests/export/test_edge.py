@@ -208,3 +208,17 @@ def test_tflite_runtime_support_matches_the_bundle_readme(binary_export, tmp_pat
         done = subprocess.run([_tflite_runtime_python(), str(bundle / "autodl_edge.py"), str(bundle), str(csv),
                                "-o", str(tmp_path / f"{variant}.csv"), "--variant", variant], capture_output=True, text=True)
         assert (done.returncode == 0) == claim.startswith("yes"), (variant, done.stderr[-500:])
+
+
+def test_int8_io_bundle_takes_integer_tensors(binary_export, tmp_path):
+    from autodl.edge.autodl_edge import EdgeModel, read_csv
+    from autodl.export.pipeline import ExportOptions, export_run
+
+    run, csv, _ = binary_export
+    report = export_run(run, ExportOptions(formats=("tflite",), quantize="int8", int8_io=True, out=str(tmp_path / "io")))
+    model = EdgeModel(report["tflite"]["path"], "int8")
+    assert model.input_details["numeric__features"]["dtype"] == np.int8
+    assert model.output_detail["dtype"] == np.int8
+    assert report["tflite"]["variants"]["int8"]["label_agreement"] >= 0.85
+    output = model.predict_output(read_csv(csv, model.schema["missing_markers"]))
+    assert np.allclose(output.sum(axis=1), 1.0, atol=0.05)
