@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-export clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -15,6 +15,9 @@ test: $(PY)
 
 bench: $(PY)
 	$(PY) -m pip install -q -e ".[dev]" && $(PY) bench/tabular.py
+
+bench-export: $(PY)
+	$(PY) -m pip install -q -e ".[dev]" && $(PY) bench/export.py
 
 clean:
 	rm -rf runs sample_data .pytest_cache build *.egg-info

@@ -176,6 +176,22 @@ class AutoModel:
         output = predict_output(self.model, ModelData(to_model_inputs(df, schema)), schema.task)
         return metrics_lib.compute(schema.task, y, output, weight)
 
+    def export(
+        self,
+        formats: Sequence[str] = ("serving", "tflite"),
+        *,
+        data: str | Path | pd.DataFrame | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """TF Serving and LiteRT artifacts, each checked against this model; returns the report.
+
+        ``options`` are ``autodl.export.pipeline.ExportOptions`` fields (``out``, ``quantize``,
+        ``prune``, ``qat``, ...); ``data`` is the training data when the fit was given a DataFrame.
+        """
+        from autodl.export.pipeline import ExportOptions, export_run
+
+        return export_run(self.run_dir, ExportOptions(formats=tuple(formats), **options), data=data)
+
     def leaderboard(self) -> pd.DataFrame:
         """One row per search trial, best first."""
         path = RunDir(self.run_dir).leaderboard_path

@@ -222,3 +222,12 @@ def test_int8_io_bundle_takes_integer_tensors(binary_export, tmp_path):
     assert report["tflite"]["variants"]["int8"]["label_agreement"] >= 0.85
     output = model.predict_output(read_csv(csv, model.schema["missing_markers"]))
     assert np.allclose(output.sum(axis=1), 1.0, atol=0.05)
+
+
+def test_automodel_export_facade(binary_export, tmp_path):
+    from autodl.api import AutoModel
+
+    run, _, _ = binary_export
+    report = AutoModel.load(run).export(["tflite"], quantize="none", out=str(tmp_path / "x"))
+    assert set(report["tflite"]["variants"]) == {"float32"}
+    assert (tmp_path / "x" / "edge" / "model.tflite").exists()
