@@ -48,6 +48,8 @@ class AutoModel:
         ensemble: how many top trials may be averaged (1 disables).
         refit: ``"auto"`` (after CV), ``"always"`` or ``"never"``.
         class_weight: ``"auto"`` (balance strongly imbalanced targets), ``"balanced"`` or ``"none"``.
+        sensitive: columns to audit for fairness (Fairlearn) on the test split; kept out of the model's
+            inputs unless ``sensitive_as_feature``; the audit goes to ``RUN/audit.json``.
         verbosity: 0 silent, 1 progress and summary.
     """
 
@@ -71,6 +73,8 @@ class AutoModel:
         refit: str = "auto",
         max_epochs: int = 100,
         class_weight: str = "auto",
+        sensitive: Sequence[str] = (),
+        sensitive_as_feature: bool = False,
         verbosity: int = 1,
         reporter: Reporter | None = None,
     ) -> None:
@@ -79,7 +83,8 @@ class AutoModel:
             max_trials=max_trials, tuner=tuner, cv=cv, seed=seed, out=None if out is None else str(out),
             overwrite=overwrite, weight_column=weight_column, drop=tuple(drop),
             models=None if models is None else tuple(models), ensemble=ensemble, refit=refit,
-            max_epochs=max_epochs, class_weight=class_weight,
+            max_epochs=max_epochs, class_weight=class_weight, sensitive=tuple(sensitive),
+            sensitive_as_feature=sensitive_as_feature,
         )
         self.verbosity = verbosity
         self._reporter = reporter

@@ -74,6 +74,8 @@ def fit(
     class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
     max_epochs: int = typer.Option(100, "--max-epochs", help="Most epochs per trial (early stopping usually ends sooner)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    sensitive: Optional[str] = typer.Option(None, "--sensitive", help="Comma-separated columns to audit for fairness (Fairlearn) on the test split; kept out of the model's inputs."),
+    sensitive_as_feature: bool = typer.Option(False, "--sensitive-as-feature", help="Keep the --sensitive columns as model inputs too."),
     export: Optional[str] = typer.Option(None, "--export", help="After the fit, export: serving, tflite or both (comma-separated), into RUN/export."),
     quantize: str = typer.Option("all", "--quantize", help="With --export tflite: none, float16, dynamic, int8 or all."),
 ) -> None:
@@ -96,11 +98,74 @@ def fit(
         cv=cv_value, seed=seed, out=out_dir, overwrite=overwrite, weight_column=weight_column,
         drop=_split_list(drop), models=_split_list(models) or None, ensemble=ensemble, refit=refit,
         class_weight=class_weight, max_epochs=max_epochs, verbosity=0 if quiet else 1,
+        sensitive=_split_list(sensitive), sensitive_as_feature=sensitive_as_feature,
     )
     model.fit(str(data), None if test is None else str(test))
     _print_summary(model.manifest)
+    if "audit" in model.manifest:
+        from autodl.audit.report import AUDIT_FILE
+
+        _print_audit(json.loads((model.run_dir / AUDIT_FILE).read_text(encoding="utf-8")))
     if export_options is not None:
         _run_export(model.run_dir, export_options, quiet=quiet)
+
+
+@app.command()
+def audit(
+    run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
+    data: Path = typer.Argument(..., help="Labelled data with the target and the sensitive columns (e.g. a new month)."),
+    sensitive: str = typer.Option(..., "--sensitive", "-s", help="Comma-separated sensitive columns, e.g. sex,race."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The favourable class of a binary target (default: the second in sorted order)."),
+    min_group_size: int = typer.Option(30, "--min-group-size", help="Smaller groups are flagged and left out of the headline gaps."),
+    bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the 95% intervals (0 disables)."),
+    fail_on_violation: bool = typer.Option(False, "--fail-on-violation", help="Exit with code 1 when the policy verdict is fail (for CI pipelines)."),
+    as_json: bool = typer.Option(False, "--json", help="Print audit.json instead of the table."),
+) -> None:
+    """Fairness audit of a fitted run on labelled DATA, computed by Fairlearn; writes RUN/audit.json.
+
+    Per sensitive column and their intersection: each group's count, selection rate,
+    accuracy, balanced accuracy, TPR, FPR, FNR and precision, demographic parity and
+    equalized odds with 95% bootstrap intervals, a pass/warn/fail verdict (demographic-
+    parity ratio >= 0.8, equalized-odds difference <= 0.1), and the features most
+    associated with each sensitive column (possible proxies).
+    """
+    _quiet_tensorflow()
+    from autodl.audit.report import audit_run
+
+    report = audit_run(run, str(data), _split_list(sensitive), positive=positive, min_group_size=min_group_size,
+                       n_bootstrap=bootstrap)
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        _print_audit(report)
+    if fail_on_violation and report["verdict"] == "fail":
+        raise typer.Exit(1)
+
+
+def _print_audit(report: dict[str, Any]) -> None:
+    from autodl.audit.report import headline_rows
+
+    if report["task"] == "regression":
+        table = Table(title=f"fairness audit · {report['rows']} rows · largest gaps between groups")
+        for col in ("column", "mean_prediction", "mean_target", "mae", "rmse", "small groups"):
+            table.add_column(col, justify="left" if col in ("column", "small groups") else "right")
+        for column, entry in report["columns"].items():
+            d = entry["difference"]
+            table.add_row(column, *[f"{d.get(m, float('nan')):.4f}" for m in ("mean_prediction", "mean_target", "mae", "rmse")],
+                          ", ".join(entry["small_groups"]))
+        out.print(table)
+    else:
+        table = Table(title=f"fairness audit · {report['rows']} rows · verdict {report['verdict'].upper()}")
+        for col in ("class", "column", "metric", "value", "95% interval", "status", "small groups (flagged)"):
+            table.add_column(col, justify="right" if col in ("value",) else "left")
+        for r in headline_rows(report):
+            ci = "" if r["ci95"] is None else f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}]"
+            value = "" if r["value"] is None else f"{r['value']:.4f}"
+            table.add_row(str(r["class"]), r["column"], r["metric"], value, ci, r["status"], ", ".join(r["small_groups"]))
+        out.print(table)
+    for column, proxies in report.get("proxies", {}).items():
+        if proxies:
+            out.print(f"possible proxies for {column}: " + ", ".join(f"{p['feature']} ({p['association']:.2f})" for p in proxies[:3]))
 
 
 @app.command("export")

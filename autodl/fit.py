@@ -63,6 +63,8 @@ class FitConfig:
     valid_fraction: float = 0.15
     test_fraction: float = 0.15
     class_weight: str = "auto"
+    sensitive: tuple[str, ...] = ()
+    sensitive_as_feature: bool = False
 
     def validate(self) -> "FitConfig":
         from autodl.search import TUNERS
@@ -151,9 +153,13 @@ def read_inputs(data: str | Path | pd.DataFrame, role: str = "data") -> tuple[pd
 def prepare(
     df: pd.DataFrame, test_df: pd.DataFrame | None, config: FitConfig, *, split: Split | None = None
 ) -> Prepared:
-    schema = infer_schema(
-        df, config.target, task=config.task, weight_column=config.weight_column, drop=config.drop
-    )
+    if config.sensitive:
+        from autodl.audit.audit import sensitive_groups
+
+        sensitive_groups(df, config.sensitive)  # a clear error for an unknown or one-valued column, before the search
+    # Sensitive columns are read for the audit but kept out of the model unless asked for.
+    drop = config.drop + (() if config.sensitive_as_feature else tuple(c for c in config.sensitive if c not in config.drop))
+    schema = infer_schema(df, config.target, task=config.task, weight_column=config.weight_column, drop=drop)
     labelled = df[df[config.target].notna()].reset_index(drop=True)
     data = to_data(labelled, schema)
     stratify = schema.is_classification
@@ -502,6 +508,13 @@ def run_fit(
         atomic_write_text(run.predictions_path, predictions.to_csv(index=False))
         leaderboard = leaderboard_frame(tuner, metric)
         atomic_write_text(run.leaderboard_path, leaderboard.to_csv(index=False))
+        if config.sensitive:
+            from autodl.audit.report import audit_frame, write_audit
+
+            audit = audit_frame(schema, prepared.test_frame, test_output, config.sensitive, seed=config.seed)
+            write_audit(run.path, audit)
+            manifest["audit"] = {"file": "audit.json", "verdict": audit["verdict"], "sensitive": list(config.sensitive),
+                                 "sensitive_as_feature": config.sensitive_as_feature}
         tuner.prune_checkpoints(keep=final.members if final.kind != "refit" else [])
         atomic_write(run.model_path, lambda p: final.model.save(p))
         timings["evaluate_and_save"] = time.monotonic() - t0

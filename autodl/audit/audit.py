@@ -207,13 +207,18 @@ def proxy_associations(features: pd.DataFrame, sensitive: pd.DataFrame, top: int
 
 
 def _cramers_v(a: pd.Series, b: pd.Series) -> float:
+    """Bias-corrected Cramér's V (Bergsma 2013): many-valued columns do not look associated by chance."""
     table = pd.crosstab(a, b).to_numpy(dtype=float)
     n = table.sum()
-    if n == 0 or min(table.shape) < 2:
+    r, k = table.shape
+    if n < 2 or min(r, k) < 2:
         return float("nan")
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
-    chi2 = float(((table - expected) ** 2 / np.where(expected > 0, expected, 1)).sum())
-    return float(np.sqrt(chi2 / (n * (min(table.shape) - 1))))
+    phi2 = float(((table - expected) ** 2 / np.where(expected > 0, expected, 1)).sum()) / n
+    phi2 = max(0.0, phi2 - (k - 1) * (r - 1) / (n - 1))
+    r_corr, k_corr = r - (r - 1) ** 2 / (n - 1), k - (k - 1) ** 2 / (n - 1)
+    denominator = min(k_corr - 1, r_corr - 1)
+    return float(np.sqrt(phi2 / denominator)) if denominator > 0 else float("nan")
 
 
 def _correlation_ratio(groups: pd.Series, values: pd.Series) -> float:
