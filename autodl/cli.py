@@ -203,7 +203,6 @@ def _run_export(run: Path, options: Any, *, data: Optional[Path] = None, quiet: 
     _quiet_tensorflow()
     from autodl.export.pipeline import export_run
 
-    options.validate()
     if quiet or as_json:
         report = export_run(run, options, data=None if data is None else str(data))
     else:

@@ -99,7 +99,7 @@ class RunDir:
         return manifest
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, default=_json_default))
+        write_json(self.manifest_path, manifest)
 
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         manifest = self.read_manifest() if self.exists() else {}
@@ -109,6 +109,11 @@ class RunDir:
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically writes ``obj`` as indented JSON (numpy scalars and arrays, paths allowed)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

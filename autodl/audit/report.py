@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +33,7 @@ from autodl.audit.audit import (
 )
 from autodl.data import Schema, prepare_target
 from autodl.errors import DataError
-from autodl.run import atomic_write_text
+from autodl.run import write_json
 
 AUDIT_FILE = "audit.json"
 
@@ -120,7 +119,7 @@ def _proxy_candidates(schema: Schema, frame: pd.DataFrame, sensitive: Sequence[s
 
 def write_audit(run_dir: Path, report: dict[str, Any]) -> Path:
     path = run_dir / AUDIT_FILE
-    atomic_write_text(path, json.dumps(report, indent=2, default=_json_default))
+    write_json(path, report)
     return path
 
 
@@ -137,9 +136,3 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append({"class": label, "column": column, "metric": metric, "value": h["value"], "ci95": h["ci95"],
                              "status": status, "small_groups": entry["small_groups"]})
     return rows
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"cannot serialize {type(obj).__name__}")

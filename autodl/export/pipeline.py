@@ -38,7 +38,8 @@ import pandas as pd
 from autodl import metrics as metrics_lib
 from autodl.data import Schema, prepare_target
 from autodl.errors import UserError
-from autodl.run import RunDir, atomic_write_text
+from autodl.features.frame import is_missing
+from autodl.run import RunDir, write_json
 
 FORMATS: tuple[str, ...] = ("serving", "tflite")
 # A variant may become the bundle's default when it costs at most this much of the Keras model's metric.
@@ -134,7 +135,7 @@ def export_run(
         shutil.rmtree(staging, ignore_errors=True)
     previous = _read_report(out / "report.json")
     previous.update(report)
-    atomic_write_text(out / "report.json", json.dumps(previous, indent=2, default=_json_default))
+    write_json(out / "report.json", previous)
     return previous
 
 
@@ -332,14 +333,7 @@ def edge_inputs(edge: Any, schema: Schema, frame: pd.DataFrame) -> dict[str, np.
 
 def _columns(frame: pd.DataFrame, document: dict[str, Any]) -> dict[str, list[Any]]:
     # The runner's own view of rows: Python values, None for missing.
-    return {c: [None if _missing(v) else v for v in frame[c].tolist()] for c in document["columns_read"]}
-
-
-def _missing(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
+    return {c: [None if is_missing(v) else v for v in frame[c].tolist()] for c in document["columns_read"]}
 
 
 def _sample(columns: dict[str, list[Any]], n: int, seed: int) -> dict[str, list[Any]]:
@@ -482,14 +476,6 @@ def _read_report(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
 def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:

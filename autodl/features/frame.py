@@ -61,7 +61,7 @@ def as_strings(s: pd.Series) -> np.ndarray:
     elif pd.api.types.is_numeric_dtype(s):
         out = s.map(_number_to_str)
     else:
-        out = s.map(lambda v: "" if _isna(v) else str(v).strip())
+        out = s.map(lambda v: "" if is_missing(v) else str(v).strip())
     return out.to_numpy(dtype=object)
 
 
@@ -75,7 +75,8 @@ def to_epoch_seconds(s: pd.Series) -> np.ndarray:
     return seconds.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _isna(v: object) -> bool:
+def is_missing(v: object) -> bool:
+    """pandas' notion of missing for one value (NaN, None, NaT, pd.NA); False for list-like values."""
     try:
         return bool(pd.isna(v))
     except (TypeError, ValueError):
@@ -83,7 +84,7 @@ def _isna(v: object) -> bool:
 
 
 def _number_to_str(v: object) -> str:
-    if _isna(v):
+    if is_missing(v):
         return ""
     f = float(v)  # type: ignore[arg-type]
     return str(int(f)) if f.is_integer() else str(v)
