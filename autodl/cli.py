@@ -142,6 +142,19 @@ def audit(
         raise typer.Exit(1)
 
 
+def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
+    """Audits of several models on the same rows, side by side (one column per model)."""
+    if not rows:
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    for row in rows:
+        table.add_column(row["model"], justify="right")
+    for key in [k for k in rows[0] if k != "model"]:
+        table.add_row(key, *[_cell(row.get(key)) for row in rows])
+    out.print(table)
+
+
 def _print_audit(report: dict[str, Any]) -> None:
     from autodl.audit.report import headline_rows
 
@@ -320,6 +333,8 @@ def sample(
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, float):
         return "" if value != value else (f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}")
     return str(value)

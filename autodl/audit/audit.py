@@ -96,7 +96,8 @@ def audit_classification(
     y_pred = (np.asarray(y_pred) == positive).astype(int)
     groups = sensitive_groups(sensitive)
     report = _audit(y_true, y_pred, groups, classification_metrics(), min_group_size, n_bootstrap, seed, headline=True)
-    worst = {m: _worst(report, m) for m in HEADLINE}
+    report["overall"] = {name: float(f(y_true, y_pred)) for name, f in classification_metrics().items()}
+    worst = {m: worst_headline(report, m) for m in HEADLINE}
     worst = {m: w for m, w in worst.items() if w is not None}
     report["policy"] = evaluate_policy({m: w["value"] for m, w in worst.items()}, rules, {m: w["ci95"] for m, w in worst.items()})
     report["verdict"] = report["policy"]["verdict"]
@@ -165,7 +166,7 @@ def _headline(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, n_boot
     return out
 
 
-def _worst(report: dict[str, Any], metric: str) -> dict[str, Any] | None:
+def worst_headline(report: dict[str, Any], metric: str) -> dict[str, Any] | None:
     """The least fair value of a headline metric (with its interval) over the columns and the intersection."""
     entries = [c["headline"][metric] for c in report["columns"].values() if c["headline"][metric]["value"] is not None]
     if not entries:

@@ -136,3 +136,31 @@ def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 rows.append({"class": label, "column": column, "metric": metric, "value": h["value"], "ci95": h["ci95"],
                              "status": status, "small_groups": entry["small_groups"]})
     return rows
+
+
+COMPARED: tuple[str, ...] = (
+    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference", "equal_opportunity_difference",
+)
+
+
+def compare_reports(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per audited model (e.g. before/after mitigation, or each TFLite variant) on the same rows.
+
+    Each row: accuracy and selection rate over all rows, the least fair value of each
+    headline gap over the sensitive columns and their intersection, and the verdict.
+    Binary classification only; other tasks give no rows.
+    """
+    from autodl.audit.audit import worst_headline
+
+    rows = []
+    for name, report in reports.items():
+        if "overall" not in report:
+            continue
+        row: dict[str, Any] = {"model": name, "accuracy": report["overall"]["accuracy"],
+                               "selection_rate": report["overall"]["selection_rate"]}
+        for metric in COMPARED:
+            worst = worst_headline(report, metric)
+            row[metric] = None if worst is None else worst["value"]
+        row["verdict"] = report["verdict"]
+        rows.append(row)
+    return rows
