@@ -14,6 +14,8 @@ array([0, 0, 0])
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,6 +52,14 @@ class AutoModel:
         class_weight: ``"auto"`` (balance strongly imbalanced targets), ``"balanced"`` or ``"none"``.
         sensitive: columns to audit for fairness (Fairlearn) on the test split; kept out of the model's
             inputs unless ``sensitive_as_feature``; the audit goes to ``RUN/audit.json``.
+        positive: the favourable class of a binary target for the audit and fairness options
+            (default: the second class in sorted order).
+        fairness_constraint: e.g. ``"demographic_parity_difference<=0.05"``: ship the best searched
+            model that meets it on validation rows (any metric of the audit; see ``autodl.audit.constraint``).
+        mitigate: ``"threshold"`` (Fairlearn ThresholdOptimizer: per-group thresholds that ``predict``
+            applies) or ``"reductions"`` (Fairlearn GridSearch retraining); with a constraint, only when no
+            searched model meets it.
+        grid_size: models the reductions grid trains.
         verbosity: 0 silent, 1 progress and summary.
     """
 
@@ -75,6 +85,10 @@ class AutoModel:
         class_weight: str = "auto",
         sensitive: Sequence[str] = (),
         sensitive_as_feature: bool = False,
+        positive: str | None = None,
+        fairness_constraint: str | None = None,
+        mitigate: str | None = None,
+        grid_size: int = 7,
         verbosity: int = 1,
         reporter: Reporter | None = None,
     ) -> None:
@@ -84,7 +98,8 @@ class AutoModel:
             overwrite=overwrite, weight_column=weight_column, drop=tuple(drop),
             models=None if models is None else tuple(models), ensemble=ensemble, refit=refit,
             max_epochs=max_epochs, class_weight=class_weight, sensitive=tuple(sensitive),
-            sensitive_as_feature=sensitive_as_feature,
+            sensitive_as_feature=sensitive_as_feature, positive=positive, fairness_constraint=fairness_constraint,
+            mitigate=mitigate, grid_size=grid_size,
         )
         self.verbosity = verbosity
         self._reporter = reporter
@@ -153,9 +168,37 @@ class AutoModel:
         return predict_output(self.model, ModelData(x), self.schema.task)
 
     def predict(self, data: str | Path | pd.DataFrame) -> np.ndarray:
-        """Class labels (classification) or values (regression), in input row order."""
-        output = self.predict_output(data)
-        return prediction_frame(self.schema, output)["prediction"].to_numpy()
+        """Class labels (classification) or values (regression), in input row order.
+
+        A run mitigated with per-group thresholds applies them when ``data`` has the
+        sensitive columns, and warns (predicting with the model alone) when it has not.
+        """
+        return self.predict_frame(data)["prediction"].to_numpy()
+
+    def predict_frame(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
+        """``prediction`` plus ``proba_<class>`` columns (the model's probabilities, before any thresholds)."""
+        df = _frame(data)
+        output = self.predict_output(df)
+        frame = prediction_frame(self.schema, output)
+        thresholds = self.fairness_thresholds
+        if thresholds is not None:
+            try:
+                decided = thresholds.decide_output(self.schema, df, output)
+            except DataError as e:
+                warnings.warn(str(e), UserWarning, stacklevel=2)
+            else:
+                frame["prediction"] = prediction_frame(self.schema, decided)["prediction"]
+        return frame
+
+    @property
+    def fairness_thresholds(self) -> Any:
+        """The run's per-group thresholds (``--mitigate threshold``), or ``None``."""
+        from autodl.audit.mitigation import THRESHOLD_FILE, GroupThresholds
+
+        path = self.run_dir / THRESHOLD_FILE
+        if not path.exists():
+            return None
+        return GroupThresholds.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def predict_proba(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
         """One column per class label with its probability."""

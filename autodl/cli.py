@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,6 +77,10 @@ def fit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     sensitive: Optional[str] = typer.Option(None, "--sensitive", help="Comma-separated columns to audit for fairness (Fairlearn) on the test split; kept out of the model's inputs."),
     sensitive_as_feature: bool = typer.Option(False, "--sensitive-as-feature", help="Keep the --sensitive columns as model inputs too."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The favourable class of a binary target, for the audit and fairness options (default: the second in sorted order)."),
+    fairness_constraint: Optional[str] = typer.Option(None, "--fairness-constraint", help="Ship the best searched model meeting this on validation rows, e.g. \"demographic_parity_difference<=0.05\" or \"equalized_odds_difference<=0.1\" (any audit metric; needs --sensitive)."),
+    mitigate: Optional[str] = typer.Option(None, "--mitigate", help="threshold: Fairlearn ThresholdOptimizer, per-group thresholds that predict applies; reductions: Fairlearn GridSearch retraining. With --fairness-constraint, used only when no searched model meets it."),
+    grid_size: int = typer.Option(7, "--grid-size", help="With --mitigate reductions: models the grid trains."),
     export: Optional[str] = typer.Option(None, "--export", help="After the fit, export: serving, tflite or both (comma-separated), into RUN/export."),
     quantize: str = typer.Option("all", "--quantize", help="With --export tflite: none, float16, dynamic, int8 or all."),
 ) -> None:
@@ -98,14 +103,17 @@ def fit(
         cv=cv_value, seed=seed, out=out_dir, overwrite=overwrite, weight_column=weight_column,
         drop=_split_list(drop), models=_split_list(models) or None, ensemble=ensemble, refit=refit,
         class_weight=class_weight, max_epochs=max_epochs, verbosity=0 if quiet else 1,
-        sensitive=_split_list(sensitive), sensitive_as_feature=sensitive_as_feature,
+        sensitive=_split_list(sensitive), sensitive_as_feature=sensitive_as_feature, positive=positive,
+        fairness_constraint=fairness_constraint, mitigate=mitigate, grid_size=grid_size,
     )
     model.fit(str(data), None if test is None else str(test))
     _print_summary(model.manifest)
     if "audit" in model.manifest:
         from autodl.audit.report import AUDIT_FILE
 
-        _print_audit(json.loads((model.run_dir / AUDIT_FILE).read_text(encoding="utf-8")))
+        report = json.loads((model.run_dir / AUDIT_FILE).read_text(encoding="utf-8"))
+        _print_audit(report)
+        _print_fairness(report)
     if export_options is not None:
         _run_export(model.run_dir, export_options, quiet=quiet)
 
@@ -120,6 +128,7 @@ def audit(
     bootstrap: int = typer.Option(200, "--bootstrap", help="Bootstrap resamples for the 95% intervals (0 disables)."),
     fail_on_violation: bool = typer.Option(False, "--fail-on-violation", help="Exit with code 1 when the policy verdict is fail (for CI pipelines)."),
     as_json: bool = typer.Option(False, "--json", help="Print audit.json instead of the table."),
+    bundle: Optional[Path] = typer.Option(None, "--bundle", help="Edge bundle whose TFLite variants to audit on DATA too (default: RUN/export/edge when it exists)."),
 ) -> None:
     """Fairness audit of a fitted run on labelled DATA, computed by Fairlearn; writes RUN/audit.json.
 
@@ -127,17 +136,20 @@ def audit(
     accuracy, balanced accuracy, TPR, FPR, FNR and precision, demographic parity and
     equalized odds with 95% bootstrap intervals, a pass/warn/fail verdict (demographic-
     parity ratio >= 0.8, equalized-odds difference <= 0.1), and the features most
-    associated with each sensitive column (possible proxies).
+    associated with each sensitive column (possible proxies). When the run was
+    exported for the edge, each TFLite variant is audited on the same rows too, since
+    quantization can change who gets the favourable decision.
     """
     _quiet_tensorflow()
     from autodl.audit.report import audit_run
 
     report = audit_run(run, str(data), _split_list(sensitive), positive=positive, min_group_size=min_group_size,
-                       n_bootstrap=bootstrap)
+                       n_bootstrap=bootstrap, bundle=bundle)
     if as_json:
         out.print_json(json.dumps(report, default=str))
     else:
         _print_audit(report)
+        _print_comparison(report.get("variants_comparison", []), "audit of the exported TFLite variants on the same rows")
     if fail_on_violation and report["verdict"] == "fail":
         raise typer.Exit(1)
 
@@ -153,6 +165,31 @@ def _print_comparison(rows: list[dict[str, Any]], title: str) -> None:
     for key in [k for k in rows[0] if k != "model"]:
         table.add_row(key, *[_cell(row.get(key)) for row in rows])
     out.print(table)
+
+
+def _print_fairness(report: dict[str, Any]) -> None:
+    """What the fairness options did: the constrained selection, the mitigation, and before/after audits."""
+    fairness = report.get("fairness")
+    if not fairness:
+        return
+    selection = fairness.get("selection")
+    if selection:
+        if selection["met"] and selection["chosen"] != selection["unconstrained"]:
+            cost = selection["cost"]
+            out.print(f"fairness constraint {selection['constraint']}: shipped {selection['chosen']} instead of "
+                      f"{selection['unconstrained']}; validation score cost {cost['score']:.4f}, "
+                      f"{cost['fairness_value_before']:.4f} -> {cost['fairness_value_after']:.4f}")
+        elif selection["met"]:
+            out.print(f"fairness constraint {selection['constraint']}: met by the unconstrained best")
+        else:
+            out.print(f"fairness constraint {selection['constraint']}: no searched model meets it on the "
+                      f"{fairness['rows']} rows")
+    mitigation = fairness.get("mitigation")
+    if mitigation:
+        detail = f"{mitigation['parity']}, fitted on the {mitigation['fitted_on']} rows" if mitigation["method"] == "threshold" \
+            else f"{mitigation['parity']}, {mitigation['trained']} grid models, constraint {'met' if mitigation['met'] else 'NOT met'}"
+        out.print(f"mitigation: {mitigation['method']} ({detail})")
+    _print_comparison(report.get("comparison", []), "fairness audit before and after · test split")
 
 
 def _print_audit(report: dict[str, Any]) -> None:
@@ -245,6 +282,11 @@ def _print_export(report: dict[str, Any]) -> None:
             f"{r['latency_ms']:.3f} ms", "" if r.get("throughput") is None else f"{r['throughput']:,.0f}", r.get("note", ""),
         )
     out.print(table)
+    if "audit" in report:
+        _print_comparison(report["audit"]["comparison"],
+                          f"fairness audit of the TFLite variants · test split · {', '.join(report['audit']['sensitive'])}")
+    if "fairness_thresholds" in report:
+        out.print(f"note: {report['fairness_thresholds']['note']}")
     for key, label in (("serving", "TF Serving"), ("tflite", "edge bundle")):
         if key in report:
             out.print(f"{label}: {report[key]['path']}")
@@ -266,11 +308,14 @@ def predict(
     """Predict DATA with a fitted run: a 'prediction' column, plus 'proba_<class>' for classifiers."""
     _quiet_tensorflow()
     from autodl.api import AutoModel
-    from autodl.fit import prediction_frame
     from autodl.run import atomic_write_text
 
     model = AutoModel.load(run)
-    frame = prediction_frame(model.schema, model.predict_output(str(data)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        frame = model.predict_frame(str(data))
+    for w in caught:
+        err.print(f"warning: {w.message}")
     if output is None:
         sys.stdout.write(frame.to_csv(index=False))
     else:
@@ -346,7 +391,11 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table.add_column("")
     table.add_column("", justify="right")
     for name, value in manifest["metrics"]["test"].items():
-        table.add_row(f"test {name}", f"{value:.4f}")
+        if isinstance(value, dict):  # e.g. decision metrics after per-group thresholds
+            for sub, v in value.items():
+                table.add_row(f"test {sub} ({name.replace('_', ' ')})", f"{v:.4f}")
+        else:
+            table.add_row(f"test {name}", f"{value:.4f}")
     table.add_row(f"validation {manifest['metric']}", f"{final[f'val_' + manifest['metric']]:.4f}")
     table.add_row("final model", f"{final['kind']} ({', '.join('trial ' + m for m in final['members'])})")
     table.add_row("trials", f"{manifest['search']['completed']} completed / {manifest['search']['trials']}")

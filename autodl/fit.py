@@ -34,7 +34,7 @@ from autodl.data import (
 from autodl.errors import RunError, UserError
 from autodl.features.frame import ModelData, to_model_inputs
 from autodl.progress import NullReporter, Reporter
-from autodl.run import RunDir, atomic_write, atomic_write_text
+from autodl.run import RunDir, atomic_write, atomic_write_text, write_json
 
 SMALL_DATA_ROWS = 3000  # at or below this many training rows, --cv auto selects with 5 folds
 IMBALANCE_RATIO = 0.2  # --class-weight auto balances when minority/majority falls below this
@@ -65,6 +65,10 @@ class FitConfig:
     class_weight: str = "auto"
     sensitive: tuple[str, ...] = ()
     sensitive_as_feature: bool = False
+    positive: str | None = None
+    fairness_constraint: str | None = None
+    mitigate: str | None = None
+    grid_size: int = 7
 
     def validate(self) -> "FitConfig":
         from autodl.search import TUNERS
@@ -90,7 +94,25 @@ class FitConfig:
                 raise UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(known)}")
         if isinstance(self.cv, int) and self.cv == 1:
             raise UserError("--cv needs at least 2 folds (or 0 for a single validation split)")
+        self._validate_fairness()
         return self
+
+    def _validate_fairness(self) -> None:
+        if self.fairness_constraint is not None:
+            from autodl.audit.constraint import parse_constraint
+            from autodl.audit.mitigation import THRESHOLD_PARITIES
+
+            constraint = parse_constraint(self.fairness_constraint)
+            if self.mitigate == "threshold" and constraint.parity not in THRESHOLD_PARITIES:
+                raise UserError(f"--mitigate threshold cannot target {constraint.metric} (no per-group threshold equalizes it); "
+                                "use --mitigate reductions")
+        if self.mitigate not in (None, "threshold", "reductions"):
+            raise UserError(f"--mitigate must be threshold or reductions, not {self.mitigate!r}")
+        if (self.fairness_constraint or self.mitigate) and not self.sensitive:
+            flag = "--fairness-constraint" if self.fairness_constraint else "--mitigate"
+            raise UserError(f"{flag} needs the sensitive columns: add --sensitive, e.g. --sensitive sex")
+        if self.grid_size < 2:
+            raise UserError("--grid-size must be at least 2")
 
 
 @dataclass
@@ -103,6 +125,7 @@ class Prepared:
     test: ModelData
     folds: list[tuple[np.ndarray, np.ndarray]] | None
     test_frame: pd.DataFrame
+    frame: pd.DataFrame  # the labelled rows as read (sensitive columns included), aligned with ``data``
     target_mean: float = 0.0
     target_std: float = 1.0
 
@@ -160,6 +183,7 @@ def prepare(
     # Sensitive columns are read for the audit but kept out of the model unless asked for.
     drop = config.drop + (() if config.sensitive_as_feature else tuple(c for c in config.sensitive if c not in config.drop))
     schema = infer_schema(df, config.target, task=config.task, weight_column=config.weight_column, drop=drop)
+    check_fairness_options(schema, config)
     labelled = df[df[config.target].notna()].reset_index(drop=True)
     data = to_data(labelled, schema)
     stratify = schema.is_classification
@@ -188,9 +212,26 @@ def prepare(
         folds = kfold_indices(
             data.y[pool_rows], k=n_folds, stratify=stratify, seed=config.seed, class_names=schema.classes  # type: ignore[index]
         )
-    prepared = Prepared(schema=schema, data=data, split=split, test=test, folds=folds, test_frame=test_frame)
+    prepared = Prepared(schema=schema, data=data, split=split, test=test, folds=folds, test_frame=test_frame, frame=labelled)
     apply_weights(prepared, config)
     return prepared
+
+
+def check_fairness_options(schema: Schema, config: FitConfig) -> None:
+    """Constraints, mitigation and ``--positive`` are for binary targets; say so before the search."""
+    asked = [flag for flag, value in (("--fairness-constraint", config.fairness_constraint), ("--mitigate", config.mitigate),
+                                      ("--positive", config.positive)) if value]
+    if asked and schema.task != "binary":
+        raise UserError(f"{asked[0]} works on binary targets; '{schema.target}' is {schema.task} "
+                        "(the audit still reports every group; multiclass one class against the rest)")
+    classes = [str(c) for c in schema.classes or []]
+    if config.positive is not None and config.positive not in classes:
+        raise UserError(f"--positive {config.positive!r} is not a class of '{schema.target}'; classes are: {', '.join(classes)}")
+
+
+def positive_class(schema: Schema, config: FitConfig) -> str:
+    """The favourable decision the audit and any constraint are about (default: the second class in sorted order)."""
+    return config.positive if config.positive is not None else str((schema.classes or [""])[-1])
 
 
 def to_data(df: pd.DataFrame, schema: Schema) -> ModelData:
@@ -283,7 +324,9 @@ def search(
     tuner = AutoTuner(
         oracle=oracle, hypermodel=hypermodel, directory=str(run.path), project_name="tuner",
         overwrite=not resume, budget=Budget(deadline=deadline), reporter=reporter, seed=config.seed,
-        max_epochs=config.max_epochs, folds=prepared.folds, keep_top_k=max(config.ensemble, 1),
+        max_epochs=config.max_epochs, folds=prepared.folds,
+        # Constrained selection chooses among all trials, so all keep their weights until then.
+        keep_top_k=config.max_trials if config.fairness_constraint else max(config.ensemble, 1),
     )
     if prepared.folds:
         tuner.search(data.take(pool_rows), None)
@@ -492,8 +535,13 @@ def run_fit(
         refit_mode = prepared.folds is not None or config.refit == "always"
         reserve = max((0.25 if refit_mode else 0.05) * config.time_limit, min(20.0, 0.3 * config.time_limit))
         search_deadline = start + config.time_limit - reserve
+        if config.mitigate == "reductions":  # the grid retrains the model several times: half the budget is its
+            search_deadline = min(search_deadline, start + 0.5 * config.time_limit)
         final_deadline = start + 0.97 * config.time_limit
     try:
+        from autodl.audit.mitigation import THRESHOLD_FILE
+        from autodl.audit.stage import make_fair
+
         t0 = time.monotonic()
         tuner = search(prepared, config, run, metric=metric, deadline=search_deadline, reporter=reporter, resume=resume)
         timings["search"] = time.monotonic() - t0
@@ -501,21 +549,37 @@ def run_fit(
         final = finalize(tuner, prepared, config, metric=metric, deadline=final_deadline, reporter=reporter)
         timings["finalize"] = time.monotonic() - t0
         t0 = time.monotonic()
+        fair = make_fair(tuner, final, prepared, config, metric=metric, positive=positive_class(schema, config),
+                         deadline=final_deadline, reporter=reporter)
+        final = fair.final
+        if fair.summary:
+            timings["fairness"] = time.monotonic() - t0
+        t0 = time.monotonic()
         test_output = predict_output(final.model, prepared.test, schema.task)
         test_metrics = evaluate_output(schema, prepared.test.y, test_output, prepared.test.sample_weight)  # type: ignore[arg-type]
+        shipped_output = test_output
+        if fair.thresholds is not None:
+            shipped_output = fair.thresholds.decide_output(schema, prepared.test_frame, test_output)
+            write_json(run.path / THRESHOLD_FILE, fair.thresholds.to_dict())
+            fair.summary["mitigation"]["thresholds_file"] = THRESHOLD_FILE
+            decided = evaluate_output(schema, prepared.test.y, shipped_output, prepared.test.sample_weight)  # type: ignore[arg-type]
+            # Log loss and AUC need scores, which thresholds do not change: only decision metrics move.
+            test_metrics["with_thresholds"] = {k: decided[k] for k in ("accuracy", "balanced_accuracy", "f1") if k in decided}
         predictions = prediction_frame(schema, test_output)
+        predictions["prediction"] = prediction_frame(schema, shipped_output)["prediction"]
         predictions.insert(0, schema.target, prepared.test_frame[schema.target].to_numpy())
         atomic_write_text(run.predictions_path, predictions.to_csv(index=False))
         leaderboard = leaderboard_frame(tuner, metric)
         atomic_write_text(run.leaderboard_path, leaderboard.to_csv(index=False))
         if config.sensitive:
-            from autodl.audit.report import audit_frame, write_audit
-
-            audit = audit_frame(schema, prepared.test_frame, test_output, config.sensitive, seed=config.seed)
-            write_audit(run.path, audit)
+            audit = audit_test_split(run, schema, prepared, config, fair, shipped_output)
             manifest["audit"] = {"file": "audit.json", "verdict": audit["verdict"], "sensitive": list(config.sensitive),
                                  "sensitive_as_feature": config.sensitive_as_feature}
-        tuner.prune_checkpoints(keep=final.members if final.kind != "refit" else [])
+            if "comparison" in audit:
+                manifest["audit"]["comparison"] = audit["comparison"]
+        if fair.summary:
+            manifest["fairness"] = fair.summary
+        tuner.prune_checkpoints(keep=final.members if final.kind in ("single", "ensemble") else [])
         atomic_write(run.model_path, lambda p: final.model.save(p))
         timings["evaluate_and_save"] = time.monotonic() - t0
     except BaseException as exc:  # noqa: BLE001 - record why the run stopped, then re-raise
@@ -553,6 +617,26 @@ def run_fit(
     manifest["disk_bytes"] = run.size_bytes()
     run.write_manifest(manifest)
     return FitResult(run_dir=run.path, manifest=manifest, leaderboard=leaderboard, model=final.model)
+
+
+def audit_test_split(
+    run: RunDir, schema: Schema, prepared: Prepared, config: FitConfig, fair: Any, shipped_output: np.ndarray
+) -> dict[str, Any]:
+    """The shipped model's audit on the test split, beside the unconstrained model's when fairness options changed it."""
+    from autodl.audit.report import audit_frame, compare_reports, write_audit
+
+    positive = positive_class(schema, config) if schema.task == "binary" else None
+    audit = audit_frame(schema, prepared.test_frame, shipped_output, config.sensitive, positive=positive, seed=config.seed)
+    if fair.changed:
+        before_output = predict_output(fair.unconstrained.model, prepared.test, schema.task)
+        before = audit_frame(schema, prepared.test_frame, before_output, config.sensitive, positive=positive, seed=config.seed)
+        shipped = fair.summary.get("mitigation", {}).get("method") or "constrained selection"
+        audit["before"] = before
+        audit["comparison"] = compare_reports({"unconstrained": before, shipped: audit})
+    if fair.summary:
+        audit["fairness"] = fair.summary
+    write_audit(run.path, audit)
+    return audit
 
 
 def _load_split(run: RunDir) -> Split:

@@ -2,7 +2,10 @@
 
 ``audit_frame`` audits given model outputs (what ``autodl fit --sensitive``
 does on the test split); ``audit_run`` predicts a file with a saved run first
-(``autodl audit RUN data.csv --sensitive sex``).
+(``autodl audit RUN data.csv --sensitive sex``). When the run has an edge
+bundle, ``audit_variants`` audits each TFLite variant on the same rows, since
+compression (int8 above all) can shift group outcomes; ``variants_comparison``
+puts them side by side with the Keras model.
 
 Binary tasks audit the decision "predicted ``positive``" (default: the second
 class in sorted order, e.g. ``>50K``); multiclass tasks are audited one class
@@ -17,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -36,6 +41,8 @@ from autodl.errors import DataError
 from autodl.run import write_json
 
 AUDIT_FILE = "audit.json"
+# Where ``autodl export`` puts the edge bundle by default, relative to the run.
+DEFAULT_BUNDLE = Path("export") / "edge"
 
 
 def audit_frame(
@@ -88,21 +95,112 @@ def audit_run(
     min_group_size: int = MIN_GROUP_SIZE,
     n_bootstrap: int = N_BOOTSTRAP,
     write: bool = True,
+    bundle: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Predicts ``data`` with a fitted run and audits it; writes ``RUN/audit.json`` unless ``write=False``."""
+    """Predicts ``data`` with a fitted run and audits it; writes ``RUN/audit.json`` unless ``write=False``.
+
+    ``bundle``: an edge bundle whose TFLite variants are audited on the same rows too
+    (``variants`` and ``variants_comparison`` in the report); default ``RUN/export/edge``
+    when the run was exported there. A ``bundle`` given but missing is a ``UserError``.
+    """
     from autodl.api import AutoModel, _frame
 
+    if bundle is None and (Path(run_dir) / DEFAULT_BUNDLE).is_dir():
+        bundle = Path(run_dir) / DEFAULT_BUNDLE
+    if bundle is not None:
+        from autodl.export.pipeline import bundle_variants
+
+        bundle_variants(bundle)  # a wrong --bundle fails before the model is loaded and run
     model = AutoModel.load(run_dir)
     frame = _frame(data)
     if model.schema.target in frame.columns:
         frame = frame[frame[model.schema.target].notna()].reset_index(drop=True)
-    output = model.predict_output(frame)
+    thresholds = model.fairness_thresholds
+    output = decided(thresholds, model.schema, frame, model.predict_output(frame))
     report = audit_frame(model.schema, frame, output, sensitive, positive=positive, min_group_size=min_group_size,
                          n_bootstrap=n_bootstrap)
     report["data"] = str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>"
+    if bundle is not None:
+        variants = audit_variants(bundle, model.schema, frame, sensitive, positive=positive, min_group_size=min_group_size,
+                                  thresholds=thresholds)
+        report["variants"] = variants
+        report["variants_comparison"] = variants_comparison(report, variants)
     if write:
         write_audit(Path(run_dir), report)
     return report
+
+
+def audit_variants(
+    bundle: str | Path,
+    schema: Schema,
+    frame: pd.DataFrame,
+    sensitive: Sequence[str],
+    *,
+    positive: str | None = None,
+    min_group_size: int = MIN_GROUP_SIZE,
+    thresholds: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Runs each ``model_<variant>.tflite`` of ``bundle`` on ``frame`` and audits it: ``{variant: report}``.
+
+    The variants run through the export's own runner path, so these are the decisions
+    a device makes. Raises ``UserError`` when ``bundle`` is missing or holds no variants.
+    """
+    from autodl.export.pipeline import predict_variants
+
+    return audit_outputs(schema, frame, predict_variants(bundle, frame), sensitive, positive=positive,
+                         min_group_size=min_group_size, thresholds=thresholds)
+
+
+def audit_outputs(
+    schema: Schema,
+    frame: pd.DataFrame,
+    outputs: dict[str, np.ndarray],
+    sensitive: Sequence[str],
+    *,
+    positive: str | None = None,
+    min_group_size: int = MIN_GROUP_SIZE,
+    thresholds: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """``audit_frame`` of several models' outputs on the same rows, without bootstrap.
+
+    Variants are compared on their point estimates; intervals for each would multiply
+    the audit's cost by the number of variants for nothing the comparison shows.
+    ``thresholds`` (a run's ``GroupThresholds``) are applied to each output first, as
+    ``predict`` would.
+    """
+    return {name: audit_frame(schema, frame, decided(thresholds, schema, frame, output), sensitive, positive=positive,
+                              min_group_size=min_group_size, n_bootstrap=0) for name, output in outputs.items()}
+
+
+def decided(thresholds: Any, schema: Schema, frame: pd.DataFrame, output: np.ndarray) -> np.ndarray:
+    """``output`` after a run's per-group thresholds, when it has them: the decisions ``predict`` makes.
+
+    Without the sensitive columns the thresholds cannot apply; like ``predict``, that
+    warns and audits the model's own decisions.
+    """
+    if thresholds is None:
+        return output
+    try:
+        return thresholds.decide_output(schema, frame, output)
+    except DataError as e:
+        warnings.warn(str(e), UserWarning, stacklevel=2)
+        return output
+
+
+def variants_comparison(reference: dict[str, Any], variants: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """``compare_reports`` rows: the Keras model's audit first, then ``tflite <variant>`` for each."""
+    return compare_reports({"keras": reference, **{f"tflite {name}": r for name, r in variants.items()}})
+
+
+def record_variants(run_dir: str | Path, variants: dict[str, dict[str, Any]], comparison: list[dict[str, Any]]) -> None:
+    """Adds the variants' audits to an existing ``RUN/audit.json``, its other keys as they were."""
+    path = Path(run_dir) / AUDIT_FILE
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text(encoding="utf-8"))
+    report["variants"] = variants
+    report["variants_comparison"] = comparison
+    write_json(path, report)
 
 
 def _proxy_candidates(schema: Schema, frame: pd.DataFrame, sensitive: Sequence[str]) -> pd.DataFrame:

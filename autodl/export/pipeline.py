@@ -6,6 +6,11 @@ Layout (``OUT`` defaults to ``RUN/export``)::
     OUT/serving/NAME/VERSION/             what TF Serving loads (saved_model.pb, variables/, assets.extra/)
     OUT/edge/                             the edge bundle: model*.tflite, schema.json, labels.json, autodl_edge.py
 
+When the fit audited sensitive columns (``--sensitive``) of a classifier, each
+TFLite variant is audited on the same test rows too: ``report["audit"]`` and
+``RUN/audit.json``'s ``variants`` show whether quantization changed who gets
+the favourable decision.
+
 Every artifact is checked against the Keras model on the run's test split:
 the SavedModel through its ``serving_default`` signature on raw columns, each
 TFLite variant through the very runner shipped in the bundle. Everything is
@@ -120,12 +125,19 @@ def export_run(
     }
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
+    variant_audits: dict[str, dict[str, Any]] = {}
     try:
         if "serving" in options.formats:
             step("TF Serving SavedModel")
             report["serving"] = _export_serving(model, schema, frames, reference, staging / "serving", options)
         if "tflite" in options.formats:
-            report["tflite"] = _export_tflite(model, schema, frames, reference, staging / "edge", options, step)
+            report["tflite"], outputs = _export_tflite(model, schema, frames, reference, staging / "edge", options, step)
+            if "audit" in manifest and schema.task != "regression":
+                step("fairness audit of the TFLite variants")
+                # Before the move: a failing audit must leave no half-reported bundle behind.
+                report["audit"], variant_audits = _audit_variants(schema, frames.test, reference, outputs, manifest,
+                                                                  fitted.fairness_thresholds)
+        _carry_thresholds(run, staging, report)
         _move_into_place(staging, targets, options.overwrite)
         if "serving" in report:
             report["serving"]["path"] = str(targets["serving"])
@@ -136,6 +148,11 @@ def export_run(
     previous = _read_report(out / "report.json")
     previous.update(report)
     write_json(out / "report.json", previous)
+    if variant_audits:
+        from autodl.audit.report import record_variants
+
+        # RUN/audit.json is the run's audit wherever the bundle went (--out included).
+        record_variants(run.path, variant_audits, report["audit"]["comparison"])
     return previous
 
 
@@ -282,7 +299,8 @@ def _export_tflite(
     staging: Path,
     options: ExportOptions,
     step: Callable[[str], None],
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The bundle's report, and each variant's output on the test rows (kept for the fairness audit)."""
     from autodl.edge.autodl_edge import prepare_inputs
     from autodl.export import tflite
     from autodl.export.graph import split_for_edge
@@ -307,7 +325,8 @@ def _export_tflite(
                         int8_io=options.int8_io)
     step("verifying TFLite variants")
     test_columns = _columns(frames.test, document)
-    variants = {v: _verify_variant(staging, v, test_columns, schema, reference) for v in flatbuffers}
+    verified = {v: _verify_variant(staging, v, test_columns, schema, reference) for v in flatbuffers}
+    variants = {v: summary for v, (summary, _) in verified.items()}
     default = choose_default(variants)
     _set_default(staging, default)
     for method, result in compression.items():
@@ -317,7 +336,7 @@ def _export_tflite(
         "default_variant": default,
         "variants": variants,
         "compression": compression,
-    }
+    }, {v: output for v, (_, output) in verified.items()}
 
 
 def edge_inputs(edge: Any, schema: Schema, frame: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -342,12 +361,57 @@ def _sample(columns: dict[str, list[Any]], n: int, seed: int) -> dict[str, list[
     return {c: [values[i] for i in pick] for c, values in columns.items()}
 
 
-def _verify_variant(
-    bundle: Path, variant: str, columns: dict[str, list[Any]], schema: Schema, reference: _Reference
-) -> dict[str, Any]:
+def predict_variants(bundle: str | Path, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each variant of an edge bundle on raw rows: ``{variant: output}``, through the bundle's own runner.
+
+    The same path as the export's verification (``_columns`` then ``EdgeModel``), so
+    ``autodl audit`` sees exactly what a device would compute.
+    """
+    bundle = Path(bundle)
+    document, variants = bundle_variants(bundle)
+    missing = [c for c in document.get("columns_read", []) if c not in frame.columns]
+    if missing:
+        raise UserError(f"data is missing column(s) {', '.join(missing)} that the edge bundle '{bundle}' reads")
+    columns = _columns(frame, document)
+    return {v: _edge_model(bundle, v).predict_output(columns) for v in variants}
+
+
+def bundle_variants(bundle: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """An edge bundle's ``schema.json`` and the variants whose ``model_<variant>.tflite`` is there.
+
+    A ``UserError`` when there is no bundle, checked before anything slow runs.
+    """
+    bundle = Path(bundle)
+    hint = "pass the edge/ folder written by 'autodl export'"
+    if not bundle.is_dir():
+        raise UserError(f"edge bundle '{bundle}' does not exist; {hint}")
+    files = {p.name for p in bundle.glob("model_*.tflite")}
+    if not files or not (bundle / "schema.json").is_file():
+        raise UserError(f"'{bundle}' holds no model_<variant>.tflite files with a schema.json; {hint}")
+    try:
+        document = json.loads((bundle / "schema.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise UserError(f"{bundle / 'schema.json'} is not valid JSON; {hint}") from None
+    variants = [v for v, spec in document.get("variants", {}).items() if spec.get("file") in files]
+    if not variants:
+        raise UserError(f"no variant listed in {bundle / 'schema.json'} has its .tflite file in '{bundle}'; {hint}")
+    return document, variants
+
+
+def _edge_model(bundle: Path, variant: str) -> Any:
     from autodl.edge.autodl_edge import EdgeModel
 
-    model = EdgeModel(bundle, variant, num_threads=1)
+    try:
+        return EdgeModel(bundle, variant, num_threads=1)
+    except SystemExit as e:  # the stand-alone runner exits with "error: ..."; here it is a user error
+        raise UserError(str(e.code).removeprefix("error: ")) from None
+
+
+def _verify_variant(
+    bundle: Path, variant: str, columns: dict[str, list[Any]], schema: Schema, reference: _Reference
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The variant's checks against the Keras model, and its output on the test rows."""
+    model = _edge_model(bundle, variant)
     output = model.predict_output(columns)
     value = score(schema.task, reference.y, output)
     feeds = model.inputs(columns)
@@ -368,7 +432,48 @@ def _verify_variant(
         "latency_ms": single_ms,
         "throughput_rows_per_s": batch_rows / (batch_ms / 1000.0),
         "flagged": bool(variant != "float32" and schema.task != "regression" and loss > INT8_FLAG_TOLERANCE),
+    }, output
+
+
+def _carry_thresholds(run: RunDir, staging: Path, report: dict[str, Any]) -> None:
+    """A run mitigated with per-group thresholds: the bundle carries them, and the report says who applies them.
+
+    The exported models output the model's own probabilities; the thresholds act on top
+    of them, per row, with the sensitive column at hand, as ``autodl predict`` does.
+    """
+    from autodl.audit.mitigation import THRESHOLD_FILE
+
+    source = run.path / THRESHOLD_FILE
+    if not source.exists():
+        return
+    if (staging / "edge").is_dir():
+        shutil.copyfile(source, staging / "edge" / THRESHOLD_FILE)
+    report["fairness_thresholds"] = {
+        "file": str(source),
+        "note": "the exported models return the model's probabilities; this run's decisions also apply the per-group "
+                f"thresholds in {THRESHOLD_FILE} (copied into the edge bundle), which need the sensitive column",
     }
+
+
+def _audit_variants(
+    schema: Schema, test: pd.DataFrame, reference: _Reference, outputs: dict[str, np.ndarray], manifest: dict[str, Any],
+    thresholds: Any = None,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``report["audit"]`` and each variant's audit, on the test rows the variants were verified on.
+
+    The fit's sensitive columns and favourable class; the Keras model is audited again here
+    (not read from RUN/audit.json) because that file may since hold an ``autodl audit`` of
+    other rows; without bootstrap, as only point estimates are compared.
+    """
+    from autodl.audit.report import audit_frame, audit_outputs, decided, variants_comparison
+
+    sensitive = list(manifest["audit"]["sensitive"])
+    # Runs fitted before --positive existed have no such key: the audit's default class then.
+    positive = manifest.get("config", {}).get("positive") if schema.task == "binary" else None
+    keras = audit_frame(schema, test, decided(thresholds, schema, test, reference.output), sensitive, positive=positive,
+                        n_bootstrap=0)
+    variants = audit_outputs(schema, test, outputs, sensitive, positive=positive, thresholds=thresholds)
+    return {"sensitive": sensitive, "comparison": variants_comparison(keras, variants)}, variants
 
 
 def _loss(keras_value: float, value: float, task: str) -> float:
@@ -507,4 +612,5 @@ def report_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["ExportOptions", "RunFrames", "export_run", "load_frames", "report_rows", "choose_default", "FORMATS"]
+__all__ = ["ExportOptions", "RunFrames", "export_run", "load_frames", "bundle_variants", "predict_variants", "report_rows",
+           "choose_default", "FORMATS"]
