@@ -106,6 +106,9 @@ class FitConfig:
             if self.mitigate == "threshold" and constraint.parity not in THRESHOLD_PARITIES:
                 raise UserError(f"--mitigate threshold cannot target {constraint.metric} (no per-group threshold equalizes it); "
                                 "use --mitigate reductions")
+        if self.mitigate and self.mitigate.replace("_", "").lower() in ("expgrad", "exponentiatedgradient"):
+            raise UserError("ExponentiatedGradient yields a randomized mixture of models that cannot ship as one model; "
+                            "use --mitigate reductions (Fairlearn GridSearch: one deterministic model)")
         if self.mitigate not in (None, "threshold", "reductions"):
             raise UserError(f"--mitigate must be threshold or reductions, not {self.mitigate!r}")
         if (self.fairness_constraint or self.mitigate) and not self.sensitive:
@@ -218,19 +221,33 @@ def prepare(
 
 
 def check_fairness_options(schema: Schema, config: FitConfig) -> None:
-    """Constraints, mitigation and ``--positive`` are for binary targets; say so before the search."""
+    """Fairness options that do not fit the target's task fail before the search, not after it."""
+    from autodl.audit.constraint import DEFAULT_CONSTRAINT, constrainable_metrics, parse_constraint
+
     asked = [flag for flag, value in (("--fairness-constraint", config.fairness_constraint), ("--mitigate", config.mitigate),
                                       ("--positive", config.positive)) if value]
-    if asked and schema.task != "binary":
-        raise UserError(f"{asked[0]} works on binary targets; '{schema.target}' is {schema.task} "
+    binary_only = [f for f in asked if f == "--positive"] + (["--mitigate threshold"] if config.mitigate == "threshold" else [])
+    if asked and schema.task == "multiclass" or binary_only and schema.task != "binary":
+        flag = (binary_only or asked)[0]
+        raise UserError(f"{flag} works on binary targets; '{schema.target}' is {schema.task} "
                         "(the audit still reports every group; multiclass one class against the rest)")
+    if config.fairness_constraint or config.mitigate:
+        constraint = parse_constraint(config.fairness_constraint or DEFAULT_CONSTRAINT)
+        if config.mitigate and not config.fairness_constraint and schema.task == "regression":
+            raise UserError("--mitigate on a regression target needs --fairness-constraint naming a regression gap, "
+                            "e.g. \"rmse_difference<=0.1\"")
+        if constraint.task != schema.task:
+            raise UserError(f"{constraint.metric} is not a {schema.task} metric; for '{schema.target}' choose one of: "
+                            f"{', '.join(constrainable_metrics(schema.task))}")
     classes = [str(c) for c in schema.classes or []]
     if config.positive is not None and config.positive not in classes:
         raise UserError(f"--positive {config.positive!r} is not a class of '{schema.target}'; classes are: {', '.join(classes)}")
 
 
-def positive_class(schema: Schema, config: FitConfig) -> str:
+def positive_class(schema: Schema, config: FitConfig) -> str | None:
     """The favourable decision the audit and any constraint are about (default: the second class in sorted order)."""
+    if schema.task != "binary":
+        return None
     return config.positive if config.positive is not None else str((schema.classes or [""])[-1])
 
 
@@ -625,7 +642,7 @@ def audit_test_split(
     """The shipped model's audit on the test split, beside the unconstrained model's when fairness options changed it."""
     from autodl.audit.report import audit_frame, compare_reports, write_audit
 
-    positive = positive_class(schema, config) if schema.task == "binary" else None
+    positive = positive_class(schema, config)
     audit = audit_frame(schema, prepared.test_frame, shipped_output, config.sensitive, positive=positive, seed=config.seed)
     if fair.changed:
         before_output = predict_output(fair.unconstrained.model, prepared.test, schema.task)

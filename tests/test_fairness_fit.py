@@ -126,6 +126,7 @@ def test_reductions_ship_one_exportable_keras_model(data_csv, tmp_path):
     (["--fairness-constraint", TIGHT], "--fairness-constraint needs the sensitive columns"),
     (["--sensitive", "group", "--fairness-constraint", "parity<=0.1"], "unknown fairness metric 'parity'"),
     (["--sensitive", "group", "--mitigate", "magic"], "--mitigate must be threshold or reductions"),
+    (["--sensitive", "group", "--mitigate", "exponentiated_gradient"], "randomized mixture of models that cannot ship"),
     (["--sensitive", "group", "--mitigate", "threshold", "--positive", "maybe"], "--positive 'maybe' is not a class"),
     (["--sensitive", "group", "--fairness-constraint", "precision_difference<=0.1", "--mitigate", "threshold"],
      "--mitigate threshold cannot target precision_difference"),
@@ -146,7 +147,7 @@ def test_fairness_options_need_a_binary_target(tmp_path, capsys):
     code = main(["fit", str(csv), "--target", "y", "--sensitive", "group", "--mitigate", "threshold", "--quiet",
                  "--out", str(tmp_path / "run")])
     assert code == 2
-    assert "--mitigate works on binary targets; 'y' is regression" in " ".join(capsys.readouterr().err.split())
+    assert "--mitigate threshold works on binary targets; 'y' is regression" in " ".join(capsys.readouterr().err.split())
 
 
 def test_export_carries_thresholds_and_audits_variants_with_them(threshold_run, tmp_path):
@@ -160,3 +161,33 @@ def test_export_carries_thresholds_and_audits_variants_with_them(threshold_run, 
     # The Keras row is the thresholded model the fit audited; float32 TFLite makes the same decisions.
     assert rows["keras"]["accuracy"] == pytest.approx(shipped["accuracy"])
     assert rows["tflite float32"]["demographic_parity_difference"] == pytest.approx(rows["keras"]["demographic_parity_difference"], abs=0.02)
+
+
+def test_regression_reductions_use_bounded_group_loss(tmp_path):
+    df = make_table(700, task="regression", seed=5)
+    rng = np.random.default_rng(5)
+    df["group"] = rng.choice(["g1", "g2"], size=len(df), p=[0.6, 0.4])
+    noisy = df["group"] == "g2"
+    df.loc[noisy, "y"] = df.loc[noisy, "y"] + rng.normal(scale=1.0, size=int(noisy.sum()))  # g2 is harder to predict
+    csv = tmp_path / "reg.csv"
+    df.to_csv(csv, index=False)
+    run = tmp_path / "run"
+    assert fit(csv, run, "--fairness-constraint", "rmse_difference<=0.01", "--mitigate", "reductions", "--grid-size", "3") == 0
+    manifest = json.loads((run / "run.json").read_text())
+    mitigation = manifest["fairness"]["mitigation"]
+    assert mitigation["parity"] == "bounded_group_loss" and manifest["final_model"]["kind"] == "reductions"
+    chosen = mitigation["points"][mitigation["chosen"]]
+    model = AutoModel.load(run)
+    valid = valid_frame(run, csv)
+    frame = fm.MetricFrame(metrics=lambda t, p: float(np.sqrt(np.mean((t - p) ** 2))), y_true=valid["y"].to_numpy(),
+                           y_pred=model.predict(valid).astype(float), sensitive_features=valid["group"])
+    assert frame.difference() == pytest.approx(chosen["value"], rel=1e-4)
+    rows = json.loads((run / "audit.json").read_text())["comparison"]
+    assert [r["model"] for r in rows] == ["unconstrained", "reductions"] and "rmse_difference" in rows[0]
+
+
+def test_constraint_must_fit_the_task(data_csv, tmp_path, capsys):
+    code = main(["fit", str(data_csv), "--target", "y", "--sensitive", "group", "--fairness-constraint", "rmse_difference<=0.1",
+                 "--quiet", "--out", str(tmp_path / "run")])
+    assert code == 2
+    assert "rmse_difference is not a binary metric" in " ".join(capsys.readouterr().err.split())

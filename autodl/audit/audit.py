@@ -115,8 +115,10 @@ def audit_regression(
 ) -> dict[str, Any]:
     """Per-group mean prediction, mean target, MAE and RMSE, with the largest gaps."""
     groups = sensitive_groups(sensitive)
-    return _audit(np.asarray(y_true, float), np.asarray(y_pred, float), groups, regression_metrics(), min_group_size, 0, 0,
-                  headline=False)
+    y_true, y_pred = np.asarray(y_true, float), np.asarray(y_pred, float)
+    report = _audit(y_true, y_pred, groups, regression_metrics(), min_group_size, 0, 0, headline=False)
+    report["overall"] = {name: float(f(y_true, y_pred)) for name, f in regression_metrics().items()}
+    return report
 
 
 def _audit(

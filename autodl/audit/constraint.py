@@ -1,10 +1,12 @@
 """A fairness constraint such as ``demographic_parity_difference<=0.05``, and its value on predictions.
 
-Any metric the audit reports can be constrained: the headline measures
-(``demographic_parity_difference``/``ratio``, ``equalized_odds_difference``/``ratio``,
-``equal_opportunity_difference``) and the between-group gap of any per-group
-metric (``<metric>_difference`` or ``<metric>_ratio``, e.g.
-``false_positive_rate_difference``). The value is computed by Fairlearn over
+Any metric the audit reports can be constrained. For binary classification: the
+headline measures (``demographic_parity_difference``/``ratio``,
+``equalized_odds_difference``/``ratio``, ``equal_opportunity_difference``) and the
+between-group gap of any per-group metric (``<metric>_difference`` or
+``<metric>_ratio``, e.g. ``false_positive_rate_difference``). For regression: the
+gaps of the per-group regression metrics (``rmse_difference``, ``mae_ratio``,
+``mean_prediction_difference``, ...). The value is computed by Fairlearn over
 the intersection of the sensitive columns, with groups smaller than
 ``min_group_size`` left out exactly as in the audit's headline gaps.
 
@@ -22,22 +24,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 from fairlearn import metrics as fm
 
-from autodl.audit.audit import HEADLINE, MIN_GROUP_SIZE, classification_metrics, group_labels
+from autodl.audit.audit import HEADLINE, MIN_GROUP_SIZE, classification_metrics, group_labels, regression_metrics
 from autodl.errors import UserError
 
 DEFAULT_CONSTRAINT = "demographic_parity_difference<=0.05"
 _PATTERN = re.compile(r"^\s*([a-z_]+)\s*(<=|>=)\s*([0-9]*\.?[0-9]+)\s*$")
 
 
-def constrainable_metrics() -> list[str]:
-    group_metrics = [m for m in classification_metrics() if m != "count"]
-    return list(HEADLINE) + [f"{m}_{kind}" for m in group_metrics for kind in ("difference", "ratio")]
+def constrainable_metrics(task: str | None = None) -> list[str]:
+    """The metrics a constraint may name for ``task`` ("binary" or "regression"; ``None``: both)."""
+    def gaps(metrics: dict[str, Any]) -> list[str]:
+        return [f"{m}_{kind}" for m in metrics if m != "count" for kind in ("difference", "ratio")]
+
+    classification = list(HEADLINE) + gaps(classification_metrics())
+    regression = gaps(regression_metrics())
+    return {"binary": classification, "regression": regression}.get(task or "", classification + regression)
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,15 @@ class FairnessConstraint:
         return f"{self.metric}{self.op}{self.bound:g}"
 
     @property
+    def task(self) -> str:
+        """"regression" for gaps of regression metrics, else "binary"."""
+        return "regression" if self.metric in constrainable_metrics("regression") else "binary"
+
+    @property
     def parity(self) -> str:
         """The rate a mitigation equalizes to meet this constraint, in Fairlearn's constraint names."""
+        if self.task == "regression":
+            return "bounded_group_loss"  # Fairlearn's reduction for regression: each group's loss bounded
         if self.metric.startswith("equalized_odds"):
             return "equalized_odds"
         if self.metric.startswith(("equal_opportunity", "true_positive_rate")):
@@ -73,7 +87,10 @@ class FairnessConstraint:
     def value(
         self, y_true: np.ndarray, y_pred: np.ndarray, sensitive: pd.DataFrame, *, min_group_size: int = MIN_GROUP_SIZE
     ) -> float:
-        """The constrained metric of 0/1 decisions ``y_pred`` (1 = favourable) against 0/1 labels ``y_true``."""
+        """The constrained metric of 0/1 decisions ``y_pred`` (1 = favourable) against 0/1 labels ``y_true``.
+
+        For a regression metric, ``y_true`` and ``y_pred`` are the target and predicted values.
+        """
         key = group_key(sensitive)
         values, counts = np.unique(key, return_counts=True)
         keep = np.isin(key, values[counts >= min_group_size])
@@ -83,7 +100,8 @@ class FairnessConstraint:
         if self.metric in HEADLINE:
             return float(HEADLINE[self.metric](y_true, y_pred, sensitive_features=key))
         name, kind = self.metric.rsplit("_", 1)
-        frame = fm.MetricFrame(metrics=classification_metrics()[name], y_true=y_true, y_pred=y_pred, sensitive_features=key)
+        metrics = regression_metrics() if self.task == "regression" else classification_metrics()
+        frame = fm.MetricFrame(metrics=metrics[name], y_true=y_true, y_pred=y_pred, sensitive_features=key)
         return float(frame.difference() if kind == "difference" else frame.ratio())
 
 

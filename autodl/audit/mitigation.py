@@ -1,8 +1,8 @@
 """Fairness mitigation with Fairlearn: per-group thresholds (post-processing) and reductions (in training).
 
-Both work on a binary decision ("predicted the favourable class") and take
-the Keras model through ``KerasBinaryClassifier``, a scikit-learn estimator
-over raw table rows:
+Both take the Keras model as a scikit-learn estimator over raw table rows
+(``KerasBinaryClassifier`` for a binary decision, "predicted the favourable
+class"; ``KerasRegressor`` for regression, reductions only):
 
 - ``fit_thresholds``: Fairlearn's ``ThresholdOptimizer`` on the trained model
   (``prefit=True``), fitted on held-out rows. The result, ``GroupThresholds``,
@@ -11,9 +11,10 @@ over raw table rows:
   interpolates between two thresholds for a group, the decision for rows between
   them is random with the stored probability; a fixed seed makes it repeatable.
 - ``fit_reductions``: Fairlearn's ``GridSearch`` retrains the model's
-  configuration under reweighted, relabelled rows (one Keras model per grid
-  point) and the most accurate model that meets the constraint on the
-  validation rows is kept. It is one deterministic Keras model, so it saves
+  configuration under reweighted (for classification also relabelled) rows, one
+  Keras model per grid point, with the moment the constraint names (demographic
+  parity, equalized odds, ...; ``BoundedGroupLoss`` for regression), and the
+  best-scoring model that meets the constraint on the validation rows is kept. It is one deterministic Keras model, so it saves
   and exports like any other. ``ExponentiatedGradient`` is not offered: its
   result is a randomized mixture of models that cannot ship as one model.
 
@@ -35,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
 from autodl.audit.constraint import FairnessConstraint, group_key
 from autodl.data import Schema
@@ -77,11 +78,7 @@ class KerasBinaryClassifier(ClassifierMixin, BaseEstimator):
         y01 = np.asarray(y).astype(int)
         # Class 1 of the reduction is the favourable label, whichever index the schema gives it.
         labels = np.where(y01 == 1, self.positive_index, 1 - self.positive_index).astype(np.int64)
-        weight = None
-        if sample_weight is not None:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            weight = (w / max(w.mean(), 1e-12)).astype(np.float32)  # mean 1: the learning rate keeps its meaning
-        self.model = self.trainer(to_model_inputs(X, self.schema), labels, weight)
+        self.model = self.trainer(to_model_inputs(X, self.schema), labels, _mean_one(sample_weight))
         return self
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -94,6 +91,40 @@ class KerasBinaryClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         return (self.predict_proba(X)[:, 1] > 0.5).astype(int)
+
+
+class KerasRegressor(RegressorMixin, BaseEstimator):
+    """A scikit-learn regressor over raw table rows, trained by ``trainer(x, y, sample_weight)``."""
+
+    def __init__(self, schema: Schema, model: Any = None, trainer: Callable[..., Any] | None = None) -> None:
+        self.schema = schema
+        self.model = model
+        self.trainer = trainer
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.model is not None
+
+    def fit(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> "KerasRegressor":
+        from autodl.features.frame import to_model_inputs
+
+        if self.trainer is None:
+            raise ValueError("this regressor wraps a trained model (prefit); it has no trainer")
+        self.model = self.trainer(to_model_inputs(X, self.schema), np.asarray(y, dtype=np.float32), _mean_one(sample_weight))
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        from autodl.features.frame import ModelData, to_model_inputs
+        from autodl.recipes.tabular import predict
+
+        return predict(self.model, ModelData(to_model_inputs(X, self.schema))).reshape(-1)
+
+
+def _mean_one(sample_weight: Any) -> np.ndarray | None:
+    """Weights scaled to mean 1, so the learning rate keeps its meaning under any reweighting."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    return (w / max(w.mean(), 1e-12)).astype(np.float32)
 
 
 # -- post-processing --------------------------------------------------------------------
@@ -228,9 +259,18 @@ class ReductionResult:
     complete: bool = True  # False when the time limit stopped the grid early
 
 
-def reduction_moment(constraint: FairnessConstraint) -> Any:
+def reduction_moment(constraint: FairnessConstraint, y_train: np.ndarray | None = None) -> Any:
+    """Fairlearn's moment for the constraint's parity.
+
+    Regression uses ``BoundedGroupLoss`` with the square loss. Its reweighting does not
+    depend on the bound, only its own choice of a best grid point does, which autodl
+    replaces by the user's constraint on validation rows; the target's variance serves.
+    """
     from fairlearn import reductions
 
+    if constraint.parity == "bounded_group_loss":
+        y = np.asarray(y_train, dtype=float)
+        return reductions.BoundedGroupLoss(reductions.SquareLoss(float(y.min()), float(y.max())), upper_bound=float(y.var()))
     return {
         "demographic_parity": reductions.DemographicParity,
         "equalized_odds": reductions.EqualizedOdds,
@@ -241,20 +281,22 @@ def reduction_moment(constraint: FairnessConstraint) -> Any:
 
 
 def fit_reductions(
-    trainer: Callable[..., Any], schema: Schema, train: pd.DataFrame, y01_train: np.ndarray,
-    valid: pd.DataFrame, y01_valid: np.ndarray, sensitive: list[str], constraint: FairnessConstraint, *,
-    positive: str, score: Callable[[np.ndarray], float], grid_size: int = DEFAULT_GRID_SIZE,
+    trainer: Callable[..., Any], schema: Schema, train: pd.DataFrame, y_train: np.ndarray,
+    valid: pd.DataFrame, y_valid: np.ndarray, sensitive: list[str], constraint: FairnessConstraint, *,
+    positive: str | None, score: Callable[[np.ndarray], float], grid_size: int = DEFAULT_GRID_SIZE,
     deadline: float | None = None,
 ) -> ReductionResult:
     """Fairlearn ``GridSearch`` over Lagrange multipliers; keeps the best-scoring grid model that meets ``constraint``.
 
-    ``score(proba)`` rates a model's validation output ``(n, n_classes)`` (higher is
-    better). Grid points whose reduction left one label (Fairlearn then fits a constant
+    Classification: ``y_*`` are 0/1 (1 = ``positive``) and ``score(proba)`` rates a
+    model's validation output ``(n, n_classes)``; regression (``positive=None``): target
+    values and ``score(values)``. Higher scores are better. Grid points whose reduction left one label (Fairlearn then fits a constant
     ``DummyClassifier``) are skipped: a constant is not a model worth shipping.
     """
     from fairlearn.reductions import GridSearch
 
-    positive_index = list(map(str, schema.classes or [])).index(positive)
+    regression = positive is None
+    positive_index = 0 if regression else list(map(str, schema.classes or [])).index(positive)  # type: ignore[arg-type]
     trained: list[tuple[Any, float]] = []  # every Keras model the grid trained, in order
 
     def timed_trainer(x: Any, y: np.ndarray, weight: np.ndarray | None) -> Any:
@@ -265,11 +307,12 @@ def fit_reductions(
         trained.append((model, time.monotonic() - t0))
         return model
 
-    estimator = KerasBinaryClassifier(schema, positive_index, trainer=timed_trainer)
-    search = GridSearch(estimator, constraints=reduction_moment(constraint), grid_size=grid_size)
+    estimator: Any = KerasRegressor(schema, trainer=timed_trainer) if regression else \
+        KerasBinaryClassifier(schema, positive_index, trainer=timed_trainer)
+    search = GridSearch(estimator, constraints=reduction_moment(constraint, y_train), grid_size=grid_size)
     complete = True
     try:
-        search.fit(train, y01_train, sensitive_features=group_key(train, sensitive))
+        search.fit(train, y_train, sensitive_features=group_key(train, sensitive))
     except _OutOfTime:
         complete = False  # the models trained so far are still valid candidates
     if not trained:
@@ -278,10 +321,14 @@ def fit_reductions(
     groups_valid = valid[sensitive]
     points = []
     for i, (model, seconds) in enumerate(trained):
-        proba = KerasBinaryClassifier(schema, positive_index, model=model).predict_proba(valid)
-        output = np.zeros((len(valid), 2))
-        output[:, positive_index], output[:, 1 - positive_index] = proba[:, 1], proba[:, 0]
-        value = constraint.value(y01_valid, (proba[:, 1] > 0.5).astype(int), groups_valid)
+        if regression:
+            output = KerasRegressor(schema, model=model).predict(valid)
+            value = constraint.value(y_valid, output, groups_valid)
+        else:
+            proba = KerasBinaryClassifier(schema, positive_index, model=model).predict_proba(valid)
+            output = np.zeros((len(valid), 2))
+            output[:, positive_index], output[:, 1 - positive_index] = proba[:, 1], proba[:, 0]
+            value = constraint.value(y_valid, (proba[:, 1] > 0.5).astype(int), groups_valid)
         points.append(GridPoint(i, float(score(output)), value, constraint.satisfied(value), seconds))
     meeting = [p.index for p in points if p.meets]
     if meeting:

@@ -246,13 +246,17 @@ def compare_reports(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
     Each row: accuracy and selection rate over all rows, the least fair value of each
     headline gap over the sensitive columns and their intersection, and the verdict.
-    Binary classification only; other tasks give no rows.
+    Regression rows hold RMSE and MAE over all rows and the largest between-group gap of
+    each per-group metric. Multiclass reports give no rows.
     """
     from autodl.audit.audit import worst_headline
 
     rows = []
     for name, report in reports.items():
         if "overall" not in report:
+            continue
+        if report.get("task") == "regression":
+            rows.append(_regression_row(name, report))
             continue
         row: dict[str, Any] = {"model": name, "accuracy": report["overall"]["accuracy"],
                                "selection_rate": report["overall"]["selection_rate"]}
@@ -262,3 +266,12 @@ def compare_reports(reports: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         row["verdict"] = report["verdict"]
         rows.append(row)
     return rows
+
+
+def _regression_row(name: str, report: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": name, "rmse": report["overall"]["rmse"], "mae": report["overall"]["mae"]}
+    for metric in ("mean_prediction", "mae", "rmse"):
+        gaps = [c["difference"][metric] for c in report["columns"].values() if metric in c.get("difference", {})]
+        row[f"{metric}_difference"] = max(gaps) if gaps else None
+    row["verdict"] = report["verdict"]
+    return row

@@ -60,13 +60,18 @@ class Selection:
 
 def select_under_constraint(
     outputs: dict[str, np.ndarray], scores: dict[str, float], y_true: np.ndarray, sensitive: pd.DataFrame,
-    constraint: FairnessConstraint, *, positive_index: int, unconstrained: str, higher_is_better: bool = True,
+    constraint: FairnessConstraint, *, positive_index: int | None, unconstrained: str, higher_is_better: bool = True,
 ) -> Selection:
-    """The best-scoring model among ``outputs`` (validation probabilities per model) that meets ``constraint``."""
-    y01 = (np.asarray(y_true) == positive_index).astype(int)
+    """The best-scoring model among ``outputs`` (validation outputs per model) that meets ``constraint``.
+
+    Classification: ``outputs`` are probabilities and ``y_true`` class indices, judged as
+    decisions for class ``positive_index``; regression (``positive_index=None``): values.
+    """
+    y = np.asarray(y_true) if positive_index is None else (np.asarray(y_true) == positive_index).astype(int)
     candidates = []
     for name, output in outputs.items():
-        value = constraint.value(y01, positive_decisions(output, positive_index), sensitive)
+        pred = np.asarray(output).reshape(-1) if positive_index is None else positive_decisions(output, positive_index)
+        value = constraint.value(y, pred, sensitive)
         candidates.append(Candidate(name, float(scores[name]), value, constraint.satisfied(value)))
     meeting = [c for c in candidates if c.meets]
     chosen = None

@@ -59,15 +59,17 @@ def held_out_rows(prepared: "Prepared") -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_fair(
-    tuner: Any, final: "Final", prepared: "Prepared", config: "FitConfig", *, metric: str, positive: str,
+    tuner: Any, final: "Final", prepared: "Prepared", config: "FitConfig", *, metric: str, positive: str | None,
     deadline: float | None, reporter: Reporter,
 ) -> FairnessOutcome:
+    """Runs the fairness options of ``config``; ``positive`` is the favourable class (``None`` for regression)."""
     outcome = FairnessOutcome(final=final, unconstrained=final)
     if not (config.fairness_constraint or config.mitigate):
         return outcome
     schema, data = prepared.schema, prepared.data
     constraint = parse_constraint(config.fairness_constraint or DEFAULT_CONSTRAINT)
-    positive_index = [str(c) for c in schema.classes or []].index(positive)
+    regression = positive is None
+    positive_index = None if regression else [str(c) for c in schema.classes or []].index(positive)  # type: ignore[arg-type]
     train_rows, valid_rows = held_out_rows(prepared)
     valid, valid_frame = data.take(valid_rows), prepared.frame.iloc[valid_rows].reset_index(drop=True)
     sensitive = list(config.sensitive)
@@ -75,6 +77,7 @@ def make_fair(
     outcome.summary = {"constraint": str(constraint), "positive": positive, "rows": "fold 0 held-out" if prepared.folds else "validation"}
 
     def score(output: np.ndarray) -> float:
+        output = output.reshape(-1) if regression else output
         return float(metrics_lib.compute(schema.task, valid.y, output, valid.sample_weight)[metric])  # type: ignore[arg-type]
 
     met = False
@@ -99,10 +102,10 @@ def make_fair(
         else:
             reporter.message(f"fairness constraint {constraint}: the unconstrained best already meets it")
     if config.mitigate and not met:
-        y01 = (np.asarray(data.y) == positive_index).astype(int)
         if config.mitigate == "threshold":
+            y01 = (np.asarray(data.y) == positive_index).astype(int)
             outcome.thresholds = fit_thresholds(outcome.final.model, schema, valid_frame, y01[valid_rows], sensitive,
-                                                constraint, positive=positive, seed=config.seed)
+                                                constraint, positive=positive, seed=config.seed)  # type: ignore[arg-type]
             outcome.summary["mitigation"] = {"method": "threshold", "parity": constraint.parity,
                                              "fitted_on": outcome.summary["rows"],
                                              "model_saw_these_rows": outcome.final.kind == "refit"}
@@ -149,13 +152,14 @@ def _ship_trial(
 
 def _reductions(
     tuner: Any, shipped: "Final", prepared: "Prepared", config: "FitConfig", constraint: Any, train_rows: np.ndarray,
-    valid_rows: np.ndarray, *, score: Any, higher: bool, positive: str, deadline: float | None, reporter: Reporter,
+    valid_rows: np.ndarray, *, score: Any, higher: bool, positive: str | None, deadline: float | None, reporter: Reporter,
     outcome: FairnessOutcome,
 ) -> "Final":
     from autodl.features.frame import ModelData
     from autodl.fit import Final
     from autodl.train import refit
 
+    # An ensemble or a refit has no single checkpoint to reweight: its best member's configuration is retrained.
     trial = tuner.oracle.trials[shipped.members[0]]
     epochs = tuner.best_epoch(trial)
     frame = prepared.frame
@@ -168,10 +172,12 @@ def _reductions(
     reporter.message(f"reductions: Fairlearn GridSearch ({constraint.parity}, {grid_size} grid points) retraining "
                      f"trial {trial.trial_id}'s configuration for {epochs} epochs each")
     t0 = time.monotonic()
-    y01 = (np.asarray(prepared.data.y) == [str(c) for c in prepared.schema.classes or []].index(positive)).astype(int)
+    y = np.asarray(prepared.data.y)
+    if positive is not None:  # classification reductions work on 0/1 "favourable" labels
+        y = (y == [str(c) for c in prepared.schema.classes or []].index(positive)).astype(int)
     result = fit_reductions(
-        trainer, prepared.schema, frame.iloc[train_rows].reset_index(drop=True), y01[train_rows],
-        frame.iloc[valid_rows].reset_index(drop=True), y01[valid_rows], list(config.sensitive), constraint,
+        trainer, prepared.schema, frame.iloc[train_rows].reset_index(drop=True), y[train_rows],
+        frame.iloc[valid_rows].reset_index(drop=True), y[valid_rows], list(config.sensitive), constraint,
         positive=positive, score=score if higher else (lambda o: -score(o)), grid_size=grid_size, deadline=deadline,
     )
     chosen = result.points[result.chosen]
