@@ -406,6 +406,139 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     out.print(final["reason"])
 
 
+# --------------------------------------------------------------------------
+# autodl zoo: the model zoo's cards and pretrained weights
+# --------------------------------------------------------------------------
+
+zoo_app = typer.Typer(
+    help="Browse the model zoo and manage its pretrained weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+def zoo_list(
+    task: Optional[str] = typer.Option(None, "--task", help="Only the entries for one task: tabular, image or text."),
+) -> None:
+    """The zoo's architectures: input, size, cost, pretrained weights and whether they are cached."""
+    _quiet_tensorflow()
+    from rich.markup import escape
+
+    from autodl import zoo
+    from autodl.zoo.registry import TASKS
+    from autodl.zoo.weights import is_cached
+
+    if task is not None and task not in TASKS:
+        raise UserError(f"--task takes one of {', '.join(TASKS)}, not {task!r}")
+    table = Table(title="autodl zoo" + (f" · {task}" if task else ""))
+    for col in ("name", "task", "input", "parameters", "FLOPs", "pretrained", "reference accuracy", "cached"):
+        table.add_column(col, justify="right" if col in ("parameters", "FLOPs") else "left", no_wrap=col == "name")
+    for entry in zoo.list_entries(task):
+        card, weights = entry.card, entry.card.pretrained
+        table.add_row(
+            card.name,
+            card.task,
+            "x".join(map(str, card.input_shape)) if card.input_shape else ("columns" if card.task == "tabular" else "—"),
+            _zoo_count(card.parameters),
+            _zoo_count(card.flops),
+            "—" if weights is None else escape(weights.source),
+            escape(card.reference_accuracy) or "—",
+            "—" if weights is None else ("yes" if is_cached(weights) else "no"),
+        )
+    # Piped output gets whole lines (for grep) instead of columns folded to 80 characters.
+    console = out if out.is_terminal else Console(width=max(out.width, 200))
+    console.print(table)
+
+
+@zoo_app.command("show")
+def zoo_show(
+    name: str = typer.Argument(..., help="A zoo entry, e.g. mobilenet_v3_small (see 'autodl zoo list')."),
+    as_json: bool = typer.Option(False, "--json", help="Print the card as JSON."),
+) -> None:
+    """The full model card of NAME, with its weights URL, checksum and cache path."""
+    _quiet_tensorflow()
+    from autodl.zoo.weights import cached_path, is_cached
+
+    card = _zoo_entry(name).card
+    weights = card.pretrained
+    cache = None if weights is None else {"path": str(cached_path(weights)), "cached": is_cached(weights)}
+    if as_json:
+        typer.echo(json.dumps({**card.to_dict(), "cache": cache}, indent=2))
+        return
+    lines = [
+        f"{card.name}: {card.title}",
+        f"task: {card.task}",
+        f"summary: {card.summary}",
+        f"good for: {card.good_for}",
+        f"paper: {card.paper or '—'}",
+        f"reference: {card.reference}",
+        f"licence: {card.licence or '—'}",
+        f"input shape: {'x'.join(map(str, card.input_shape)) if card.input_shape else '—'}",
+        f"parameters: {'—' if card.parameters is None else f'{card.parameters:,}'}",
+        f"FLOPs: {_zoo_count(card.flops)}" + (f"; {card.flops_note}" if card.flops_note else ""),
+        f"reference accuracy: {card.reference_accuracy or '—'}",
+    ]
+    for hp, meaning in card.hyperparameters.items():
+        lines.append(f"hyperparameter {hp}: {meaning}")
+    if weights is None:
+        lines.append("pretrained weights: none (trained from scratch)")
+    else:
+        status = "cached" if cache and cache["cached"] else f"not cached; run 'autodl zoo pull {card.name}'"
+        lines += [
+            "pretrained weights:",
+            f"  url: {weights.url}",
+            f"  {weights.hash_algorithm}: {weights.file_hash}",
+            f"  source: {weights.source}",
+            f"  licence: {weights.licence}",
+            f"  cache: {cache['path'] if cache else ''} ({status})",
+        ]
+    typer.echo("\n".join(lines))
+
+
+@zoo_app.command("pull")
+def zoo_pull(
+    name: str = typer.Argument(..., help="A zoo entry with pretrained weights (see 'autodl zoo list')."),
+    source: Optional[str] = typer.Option(None, "--from", help="A downloaded copy (local path) or another http(s)/file URL to take the file from."),
+) -> None:
+    """Download NAME's pretrained weights into the cache (or copy them --from a file) and verify the checksum; prints the path."""
+    _quiet_tensorflow()
+    from autodl.zoo.weights import fetch
+
+    weights = _zoo_entry(name).card.pretrained
+    if weights is None:
+        raise UserError(f"zoo entry {name!r} has no pretrained weights: it is trained from scratch")
+    with err.status(f"fetching {name} weights") as status:
+        def progress(done: int, total: Optional[int]) -> None:
+            size = f"{done / 2**20:.1f}" + ("" if total is None else f" / {total / 2**20:.1f}")
+            status.update(f"fetching {name} weights: {size} MiB")
+
+        path = fetch(name, source, on_progress=progress)
+    err.print(f"{name}: {weights.hash_algorithm} checksum verified")
+    typer.echo(str(path))
+
+
+def _zoo_entry(name: str) -> Any:
+    from autodl import zoo
+
+    try:
+        return zoo.get(name)
+    except KeyError as e:
+        raise UserError(f"{e.args[0]}; see 'autodl zoo list'") from None
+
+
+def _zoo_count(n: Optional[int]) -> str:
+    """1234567 -> '1.23M'; None -> '—'."""
+    if n is None:
+        return "—"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:.2f}{suffix}"
+    return str(n)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: maps errors to exit codes (2 for bad input, 130 for Ctrl-C)."""
     args = list(sys.argv[1:] if argv is None else argv)

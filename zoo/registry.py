@@ -1,22 +1,41 @@
 """The zoo registry: architectures, their model cards, and lookup.
 
-A zoo entry is a builder ``build(hp, features) -> keras tensor`` plus a
-``Card``. The builder receives already-encoded features (``EncodedFeatures``)
-and returns the representation that the task head sits on; it knows nothing of
-the task, the optimizer, or the data. The search only chooses among registered
-entries, so adding an architecture is one new module and one ``register`` call.
+An entry is a ``Card`` plus a builder; what the builder takes depends on the
+card's ``task``:
+
+- ``"tabular"``: ``build(hp, features) -> keras tensor``. The builder receives
+  already-encoded features (``EncodedFeatures``) and returns the representation
+  that the task head sits on; it knows nothing of the task, the optimizer, or
+  the data.
+- ``"image"``: ``build(input_shape=(H, W, 3)) -> keras.Model``, the backbone:
+  raw RGB pixels in ``[0, 255]`` (float32, channels last) in, pooled features
+  ``(batch, d)`` out, with its preprocessing inside the model. Image entries
+  also have ``blocks(model) -> list[list[Layer]]``, the backbone's layers in
+  architectural blocks from the input up (top block last), which the
+  fine-tuning recipe unfreezes from the top; and, when pretrained,
+  ``card.pretrained`` (see ``autodl.zoo.weights``).
+
+The search only chooses among registered entries, so adding an architecture is
+one new module and one ``register`` call.
 
 Example:
 
 >>> from autodl.zoo import list_entries
 >>> sorted(e.card.name for e in list_entries(task="tabular"))
 ['ft_transformer', 'mlp', 'mlp_plr', 'resnet']
+>>> [e.card.name for e in list_entries(task="image")][:2]
+['mobilenet_v3_small', 'mobilenet_v3_large']
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from autodl.zoo.weights import Weights
+
+# The tasks the CLI knows; a family for another task only has to set card.task.
+TASKS = ("tabular", "image", "text")
 
 
 @dataclass(frozen=True)
@@ -40,7 +59,28 @@ class EncodedFeatures:
 
 @dataclass(frozen=True)
 class Card:
-    """A model card: what the architecture is, where it comes from, when to use it."""
+    """A model card: what the architecture is, where it comes from, when to use it.
+
+    Attributes:
+        name, task, title, summary, good_for: what the entry is and when to pick it.
+        reference: where the architecture (or its implementation) comes from.
+        hyperparameters: the searched hyperparameters, name -> meaning.
+        paper: the paper that introduced the architecture (citation and link).
+        licence: the licence of the model as shipped; for pretrained entries,
+            that of the weights (also on ``pretrained.licence``).
+        input_shape: the default (pretraining) input shape, e.g. ``(224, 224, 3)``.
+        pretrained: the published weights, or ``None`` (trained from scratch).
+        reference_accuracy: the published quality of the pretrained model,
+            e.g. ``"ImageNet top-1 68.1% (Keras)"``.
+        parameters: number of weights at ``input_shape`` (independent of it for convnets).
+        flops: floating-point operations of one forward pass at ``input_shape``
+            (one multiply-add counts as two); ``flops_note`` says how it was obtained.
+
+    Example:
+
+    >>> Card("m", "image", "M", "a model", "ref", "tests").to_dict()["pretrained"] is None
+    True
+    """
 
     name: str
     task: str
@@ -49,6 +89,14 @@ class Card:
     reference: str
     good_for: str
     hyperparameters: dict[str, str] = field(default_factory=dict)
+    paper: str = ""
+    licence: str = ""
+    input_shape: tuple[int, ...] | None = None
+    pretrained: Weights | None = None
+    reference_accuracy: str = ""
+    parameters: int | None = None
+    flops: int | None = None
+    flops_note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,26 +107,52 @@ class Card:
             "reference": self.reference,
             "good_for": self.good_for,
             "hyperparameters": dict(self.hyperparameters),
+            "paper": self.paper,
+            "licence": self.licence,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "pretrained": None if self.pretrained is None else self.pretrained.to_dict(),
+            "reference_accuracy": self.reference_accuracy,
+            "parameters": self.parameters,
+            "flops": self.flops,
+            "flops_note": self.flops_note,
         }
 
 
-Builder = Callable[[Any, EncodedFeatures], Any]
+Builder = Callable[..., Any]
+"""``build(hp, features)`` for tabular entries, ``build(input_shape)`` for image entries."""
+
+Blocks = Callable[[Any], list[list[Any]]]
+"""``blocks(model)``: the model's layers grouped in blocks, input side first, top block last."""
 
 
 @dataclass(frozen=True)
 class ZooEntry:
+    """A registered architecture: its card, its builder, and (image entries) its blocks.
+
+    Example:
+
+    >>> from autodl.zoo import get
+    >>> get("mlp").task
+    'tabular'
+    """
+
     card: Card
     build: Builder
+    blocks: Blocks | None = None
+
+    @property
+    def task(self) -> str:
+        return self.card.task
 
 
 _ENTRIES: dict[str, ZooEntry] = {}
 
 
-def register(card: Card, build: Builder) -> ZooEntry:
+def register(card: Card, build: Builder, *, blocks: Blocks | None = None) -> ZooEntry:
     """Adds an architecture to the zoo; names are unique."""
     if card.name in _ENTRIES and _ENTRIES[card.name].build is not build:
         raise ValueError(f"zoo entry {card.name!r} is registered twice")
-    entry = ZooEntry(card=card, build=build)
+    entry = ZooEntry(card=card, build=build, blocks=blocks)
     _ENTRIES[card.name] = entry
     return entry
 
@@ -93,7 +167,7 @@ def get(name: str) -> ZooEntry:
 
 
 def list_entries(task: str | None = None) -> list[ZooEntry]:
-    """All entries, or those for one task (``"tabular"``), in registration order."""
+    """All entries, or those for one task (``"tabular"``, ``"image"``), in registration order."""
     _load_builtin()
     return [e for e in _ENTRIES.values() if task is None or e.card.task == task]
 
@@ -101,3 +175,4 @@ def list_entries(task: str | None = None) -> list[ZooEntry]:
 def _load_builtin() -> None:
     # Importing the family packages runs their register() calls.
     from autodl.zoo import tabular  # noqa: F401
+    from autodl.zoo import vision  # noqa: F401
