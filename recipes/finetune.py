@@ -60,8 +60,13 @@ BlocksArg = Blocks | Callable[[keras.Model], Blocks]
 # --------------------------------------------------------------------------- model
 
 
-def augmentation(strength: float, *, seed: int | None = None, name: str = "augmentation") -> keras.Sequential:
+def augmentation(
+    strength: float, *, flip: bool = True, seed: int | None = None, name: str = "augmentation"
+) -> keras.Sequential:
     """Random flip, rotation, zoom and contrast, their ranges scaled by ``strength`` in [0, 1].
+
+    ``flip=False`` leaves out the horizontal flip, for images whose meaning a mirror
+    changes (digits, letters, documents, left/right anatomy).
 
     At ``strength=1``: horizontal flips, rotations up to +-36 degrees, zoom up to +-20%,
     contrast up to +-30%. ``strength=0`` returns the identity (one ``Identity`` layer:
@@ -81,6 +86,8 @@ def augmentation(strength: float, *, seed: int | None = None, name: str = "augme
 
     >>> [layer.__class__.__name__ for layer in augmentation(0.5).layers]
     ['RandomFlip', 'RandomRotation', 'RandomZoom', 'RandomContrast']
+    >>> [layer.__class__.__name__ for layer in augmentation(0.5, flip=False).layers]
+    ['RandomRotation', 'RandomZoom', 'RandomContrast']
     >>> [layer.__class__.__name__ for layer in augmentation(0.0).layers]
     ['Identity']
     """
@@ -93,9 +100,10 @@ def augmentation(strength: float, *, seed: int | None = None, name: str = "augme
         # One seed per layer: equal seeds would draw correlated transformations.
         return None if seed is None else seed + i
 
+    flips = [keras.layers.RandomFlip("horizontal", seed=layer_seed(0))] if flip else []
     return keras.Sequential(
         [
-            keras.layers.RandomFlip("horizontal", seed=layer_seed(0)),
+            *flips,
             keras.layers.RandomRotation(0.1 * strength, seed=layer_seed(1)),
             keras.layers.RandomZoom(0.2 * strength, seed=layer_seed(2)),
             # Pixels are raw [0, 255]; the backbone normalizes them itself.
@@ -112,6 +120,7 @@ def classifier(
     task: str = "classification",
     dropout: float = 0.2,
     augmentation_strength: float = 0.0,
+    flip: bool = True,
     pretrained: bool = True,
     seed: int | None = None,
     input_shape: tuple[int | None, ...] | None = None,
@@ -127,6 +136,7 @@ def classifier(
             (one linear unit).
         dropout: dropout rate before the head; 0 leaves it out.
         augmentation_strength: see ``augmentation``; 0 adds no augmentation layer.
+        flip: include the horizontal flip in the augmentation (``False`` for digits, text, documents).
         pretrained: ``True`` runs the backbone in inference mode (``training=False``);
             ``False`` is for training from scratch (``train_from_scratch``), where
             BatchNormalization must learn its statistics from batches.
@@ -163,7 +173,7 @@ def classifier(
     inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="pixels")
     x = inputs
     if augmentation_strength > 0:
-        x = augmentation(augmentation_strength, seed=seed)(x)
+        x = augmentation(augmentation_strength, flip=flip, seed=seed)(x)
     if pretrained:
         # training=False keeps the backbone's BatchNormalization layers in inference mode
         # for good, even after fine-tuning unfreezes them: they normalize with the moving
