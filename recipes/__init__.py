@@ -16,6 +16,7 @@ _FINETUNE = (
     "classifier",
     "fine_tune",
     "freeze_all_but_top",
+    "recalibrate_batchnorm",
     "train_from_scratch",
 )
 

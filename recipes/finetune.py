@@ -48,6 +48,7 @@ __all__ = [
     "classifier",
     "fine_tune",
     "freeze_all_but_top",
+    "recalibrate_batchnorm",
     "train_from_scratch",
 ]
 
@@ -722,8 +723,39 @@ def train_from_scratch(
             )
         )
     _compile(model, task=task, learning_rate=rate, weight_decay=weight_decay, label_smoothing=label_smoothing)
-    return _run_phase(
+    result = _run_phase(
         "scratch", model, train_ds, valid_ds,
         task=task, epochs=epochs, initial_epoch=0, patience=patience, learning_rate=learning_rate,
         schedule=schedule, callbacks=[*own, *(callbacks or [])], verbose=verbose,
     )
+    recalibrate_batchnorm(_find_backbone(model), train_ds)
+    return result
+
+
+def recalibrate_batchnorm(backbone: keras.Model, data: tf.data.Dataset, *, max_batches: int = 200) -> int:
+    """Sets every BatchNormalization's moving statistics to the average over ``data``'s batches.
+
+    Trained from scratch on a few hundred images, a network learns with batch
+    statistics while its moving averages (updated a few dozen times, from weights that
+    kept changing) still describe an early model: at inference it can predict one class
+    for everything although its training loss is near zero. Averaging the batch
+    statistics of the final weights over the training images ("precise BN") gives the
+    statistics inference should use. Images pass without augmentation (the backbone is
+    called directly). Returns the number of batches used (0 when there is no
+    BatchNormalization).
+    """
+    layers = [layer for layer in _sublayers(backbone) if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        return 0
+    momenta = [layer.momentum for layer in layers]
+    used = 0
+    try:
+        for used, batch in enumerate(data.take(max_batches), start=1):
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            for layer in layers:
+                layer.momentum = 1.0 - 1.0 / used  # the k-th batch weighs 1/k: a plain average over batches
+            backbone(tf.cast(images, tf.float32), training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    return used
