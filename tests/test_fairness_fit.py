@@ -150,7 +150,7 @@ def test_fairness_options_need_a_binary_target(tmp_path, capsys):
     assert "--mitigate threshold works on binary targets; 'y' is regression" in " ".join(capsys.readouterr().err.split())
 
 
-def test_export_carries_thresholds_and_audits_variants_with_them(threshold_run, tmp_path):
+def test_export_carries_thresholds_and_audits_variants_with_them(threshold_run, data_csv, tmp_path, capsys):
     from autodl.export.pipeline import ExportOptions, export_run
 
     report = export_run(threshold_run, ExportOptions(formats=("tflite",), quantize="none", out=str(tmp_path / "out")))
@@ -161,6 +161,20 @@ def test_export_carries_thresholds_and_audits_variants_with_them(threshold_run, 
     # The Keras row is the thresholded model the fit audited; float32 TFLite makes the same decisions.
     assert rows["keras"]["accuracy"] == pytest.approx(shipped["accuracy"])
     assert rows["tflite float32"]["demographic_parity_difference"] == pytest.approx(rows["keras"]["demographic_parity_difference"], abs=0.02)
+
+    # The stand-alone runner applies the carried thresholds as autodl predict does.
+    from autodl.edge.autodl_edge import EdgeModel, read_csv
+
+    edge = EdgeModel(tmp_path / "out" / "edge", "float32")
+    columns = read_csv(data_csv)
+    labels, output = edge.predict(columns)
+    expected = AutoModel.load(threshold_run).predict(pd.read_csv(data_csv))
+    assert np.mean(np.asarray(labels) == expected) > 0.98  # float32 LiteRT vs Keras: a few rows on a threshold may differ
+    assert (np.asarray(labels) != np.where(output.argmax(axis=1) == 1, "yes", "no")).any()
+    del columns["group"]
+    plain, _ = edge.predict(columns)
+    np.testing.assert_array_equal(plain, np.where(output.argmax(axis=1) == 1, "yes", "no"))
+    assert "fairness thresholds need column(s) group" in capsys.readouterr().err
 
 
 def test_regression_reductions_use_bounded_group_loss(tmp_path):

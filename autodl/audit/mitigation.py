@@ -178,16 +178,10 @@ class GroupThresholds:
 
     def positive_probability(self, scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
         """Probability of a favourable decision per row, and how many rows fell in unseen groups."""
-        out = (scores > 0.5).astype(float)
-        seen = np.zeros(len(scores), dtype=bool)
-        for group, rule in self.groups.items():
-            rows = groups == group
-            seen |= rows
-            p = rule["p0"] * _apply(rule["operation0"], scores[rows]) + rule["p1"] * _apply(rule["operation1"], scores[rows])
-            if "p_ignore" in rule:
-                p = rule["p_ignore"] * rule["prediction_constant"] + (1 - rule["p_ignore"]) * p
-            out[rows] = p
-        return out, int((~seen).sum())
+        # The edge runner's implementation, so a device decides exactly as ``predict`` does.
+        from autodl.edge.autodl_edge import favourable_probability
+
+        return favourable_probability(self.groups, scores, groups)
 
     def decide_output(self, schema: Schema, frame: pd.DataFrame, output: np.ndarray) -> np.ndarray:
         """The model's probabilities ``(n, 2)`` turned into one-hot decisions for ``frame``'s groups.
@@ -210,13 +204,9 @@ class GroupThresholds:
         if unseen:
             warnings.warn(f"{unseen} rows belong to groups the thresholds were not fitted on; they keep the model's "
                           "own decision", UserWarning, stacklevel=2)
-        draws = np.random.RandomState(self.seed).rand(len(probability))
-        return (probability >= draws).astype(int)
+        from autodl.edge.autodl_edge import favourable_decisions
 
-
-def _apply(operation: list[Any], scores: np.ndarray) -> np.ndarray:
-    operator, threshold = operation
-    return scores > threshold if operator == ">" else scores < threshold
+        return favourable_decisions(probability, self.seed)
 
 
 def fit_thresholds(

@@ -439,7 +439,8 @@ def _carry_thresholds(run: RunDir, staging: Path, report: dict[str, Any]) -> Non
     """A run mitigated with per-group thresholds: the bundle carries them, and the report says who applies them.
 
     The exported models output the model's own probabilities; the thresholds act on top
-    of them, per row, with the sensitive column at hand, as ``autodl predict`` does.
+    of them, per row, with the sensitive column at hand: ``autodl predict`` and the edge
+    runner apply them, a TF Serving client must apply the file itself.
     """
     from autodl.audit.mitigation import THRESHOLD_FILE
 
@@ -450,8 +451,9 @@ def _carry_thresholds(run: RunDir, staging: Path, report: dict[str, Any]) -> Non
         shutil.copyfile(source, staging / "edge" / THRESHOLD_FILE)
     report["fairness_thresholds"] = {
         "file": str(source),
-        "note": "the exported models return the model's probabilities; this run's decisions also apply the per-group "
-                f"thresholds in {THRESHOLD_FILE} (copied into the edge bundle), which need the sensitive column",
+        "note": f"this run's decisions apply per-group thresholds ({THRESHOLD_FILE}) on top of the model's "
+                "probabilities: the edge runner applies the copy in the bundle when the sensitive column is present; "
+                "TF Serving returns the probabilities, so a client applies the file itself",
     }
 
 

@@ -213,6 +213,48 @@ def numeric_features(columns: dict[str, Sequence[Any]], params: dict[str, Any]) 
     return scaled.astype(np.float32)
 
 
+# -- per-group fairness thresholds (autodl fit --mitigate threshold) ----------------------------
+
+THRESHOLDS_FILE = "fairness_thresholds.json"
+MISSING_GROUP = "(missing)"
+
+
+def favourable_probability(groups_rules: dict[str, Any], scores: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, int]:
+    """Probability of the favourable decision per row, and how many rows fell in groups without rules.
+
+    For a row of group ``g`` with favourable-class score ``s`` it is
+    ``p0 * [s op0 t0] + p1 * [s op1 t1]`` (Fairlearn's ``InterpolatedThresholder``);
+    rows of unknown groups keep the model's own decision (score above 0.5). This is
+    the one implementation: autodl's ``GroupThresholds`` calls it too.
+    """
+    def apply(operation: Sequence[Any], s: np.ndarray) -> np.ndarray:
+        threshold = float(operation[1])  # "inf" / "-inf" as stored in JSON, or a number
+        return s > threshold if operation[0] == ">" else s < threshold
+
+    scores = np.asarray(scores, dtype=float)
+    out = (scores > 0.5).astype(float)
+    seen = np.zeros(len(scores), dtype=bool)
+    for group, rule in groups_rules.items():
+        rows = groups == group
+        seen |= rows
+        p = rule["p0"] * apply(rule["operation0"], scores[rows]) + rule["p1"] * apply(rule["operation1"], scores[rows])
+        if "p_ignore" in rule:
+            p = rule["p_ignore"] * rule["prediction_constant"] + (1 - rule["p_ignore"]) * p
+        out[rows] = p
+    return out, int((~seen).sum())
+
+
+def favourable_decisions(probability: np.ndarray, seed: int) -> np.ndarray:
+    """0/1 draws as Fairlearn's ``predict(random_state=seed)`` makes them: deterministic where p is 0 or 1."""
+    return (probability >= np.random.RandomState(seed).rand(len(probability))).astype(int)
+
+
+def group_keys(columns: dict[str, Sequence[Any]], sensitive: Sequence[str]) -> np.ndarray:
+    """The intersection group of each row ("F & White"), as autodl names groups."""
+    values = [[MISSING_GROUP if v is None or v == "" else str(v) for v in columns[c]] for c in sensitive]
+    return np.asarray([" & ".join(parts) for parts in zip(*values)], dtype=object)
+
+
 # -- the model -------------------------------------------------------------------------------
 
 
@@ -225,6 +267,8 @@ class EdgeModel:
         if self.schema.get("format") != FORMAT:
             raise SystemExit(f"error: {self.bundle / 'schema.json'} is not an {FORMAT} bundle")
         self.labels = json.loads((self.bundle / "labels.json").read_text(encoding="utf-8"))
+        rules = self.bundle / THRESHOLDS_FILE
+        self.fairness = json.loads(rules.read_text(encoding="utf-8")) if rules.exists() else None
         variants = self.schema["variants"]
         self.variant = variant or self.schema["default_variant"]
         if self.variant not in variants:
@@ -284,11 +328,28 @@ class EdgeModel:
         return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
 
     def predict(self, columns: dict[str, Sequence[Any]]) -> tuple[list[Any], np.ndarray]:
-        """Labels (or values) and the raw output."""
+        """Labels (or values) and the raw output.
+
+        A bundle exported from a run mitigated with per-group thresholds carries them;
+        they decide the labels when the sensitive columns are present (as ``autodl
+        predict`` does), and a warning says so when they are not.
+        """
         output = self.predict_output(columns)
         if self.schema["task"] == "regression":
             return [float(v) for v in output], output
-        return [self.labels[int(i)] for i in np.argmax(output, axis=1)], output
+        chosen = np.argmax(output, axis=1)
+        if self.fairness is not None:
+            missing = [c for c in self.fairness["sensitive"] if c not in columns]
+            if missing:
+                print(f"warning: the bundle's fairness thresholds need column(s) {', '.join(missing)}; "
+                      "without them the labels are the model's own", file=sys.stderr)
+            else:
+                positive = [str(label) for label in self.labels].index(str(self.fairness["positive"]))
+                probability, _ = favourable_probability(self.fairness["groups"], output[:, positive],
+                                                        group_keys(columns, self.fairness["sensitive"]))
+                decided = favourable_decisions(probability, int(self.fairness.get("seed", 0)))
+                chosen = np.where(decided == 1, positive, 1 - positive)
+        return [self.labels[int(i)] for i in chosen], output
 
 
 def write_predictions(path: str | Path | None, schema: dict[str, Any], labels: list[Any], output: np.ndarray, classes: Sequence[Any]) -> None:
