@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from autodl.data import Schema, prepare_target, read_table
-from autodl.errors import DataError, RunError
+from autodl.errors import DataError, RunError, UserError
 from autodl.fit import FitConfig, parse_time_limit, predict_output, prediction_frame, run_fit
 from autodl.features.frame import ModelData, to_model_inputs
 from autodl.progress import NullReporter, Reporter, RichReporter
@@ -142,7 +142,16 @@ class AutoModel:
 
     @property
     def schema(self) -> Schema:
+        if self.is_image:
+            # Everything that reads a table schema (evaluate, audit, export) is tabular so far.
+            raise UserError(f"'{self.run_dir}' is an image run (autodl finetune): predict works on it; evaluate, "
+                            "audit and export work on table runs only so far")
         return Schema.from_dict(self.manifest["schema"])
+
+    @property
+    def is_image(self) -> bool:
+        """Whether the run classifies images (``autodl finetune``) rather than table rows."""
+        return self.manifest.get("input") == "image"
 
     @property
     def model(self) -> Any:
@@ -154,6 +163,9 @@ class AutoModel:
             import autodl.features.layers  # noqa: F401  (registers custom layers)
             import autodl.zoo.tabular  # noqa: F401
 
+            if self.is_image:
+                import autodl.recipes.finetune  # noqa: F401  (registers the loss and optimizer it compiles with)
+
             path = RunDir(self.run_dir).model_path
             try:
                 self._model = keras.models.load_model(path)
@@ -162,7 +174,13 @@ class AutoModel:
         return self._model
 
     def predict_output(self, data: str | Path | pd.DataFrame) -> np.ndarray:
-        """Raw model output: probabilities ``(n, n_classes)`` or values ``(n,)``."""
+        """Raw model output: probabilities ``(n, n_classes)`` or values ``(n,)``.
+
+        For an image run, ``data`` is a folder of images, a CSV with an image-path
+        column or a list of paths; unreadable images have no row.
+        """
+        if self.is_image:
+            return self._predict_images(data)[0]
         df = _frame(data)
         x = to_model_inputs(df, self.schema)
         return predict_output(self.model, ModelData(x), self.schema.task)
@@ -176,7 +194,15 @@ class AutoModel:
         return self.predict_frame(data)["prediction"].to_numpy()
 
     def predict_frame(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
-        """``prediction`` plus ``proba_<class>`` columns (the model's probabilities, before any thresholds)."""
+        """``prediction`` plus ``proba_<class>`` columns (the model's probabilities, before any thresholds).
+
+        An image run's frame starts with a ``path`` column: the image each row is for.
+        """
+        if self.is_image:
+            from autodl.finetune import image_prediction_frame
+
+            output, paths = self._predict_images(data)
+            return image_prediction_frame(self.manifest["schema"]["classes"], output, paths)
         df = _frame(data)
         output = self.predict_output(df)
         frame = prediction_frame(self.schema, output)
@@ -202,6 +228,8 @@ class AutoModel:
 
     def predict_proba(self, data: str | Path | pd.DataFrame) -> pd.DataFrame:
         """One column per class label with its probability."""
+        if self.is_image:
+            return pd.DataFrame(self._predict_images(data)[0], columns=list(self.manifest["schema"]["classes"]))
         schema = self.schema
         if schema.task == "regression":
             raise DataError("predict_proba is for classifiers; this run is a regression, use predict")
@@ -246,6 +274,13 @@ class AutoModel:
         if not path.exists():
             raise RunError(f"{path} is missing; re-run 'autodl fit' with --overwrite")
         return pd.read_csv(path)
+
+    def _predict_images(self, data: Any) -> tuple[np.ndarray, list[str]]:
+        """Probabilities of an image run for ``data``, and the paths of the images that decoded."""
+        from autodl.data import image_paths
+        from autodl.finetune import predict_image_output
+
+        return predict_image_output(self.model, image_paths(data), tuple(self.manifest["schema"]["image_size"]))
 
     def _check_fitted(self) -> None:
         if self._run_dir is None:

@@ -119,6 +119,58 @@ def fit(
 
 
 @app.command()
+def finetune(
+    name: str = typer.Argument(..., help="A zoo image entry, e.g. mobilenet_v3_small or small_cnn (see 'autodl zoo list --task image')."),
+    data: Path = typer.Argument(..., help="A folder with one sub-folder of images per class, or a CSV of image paths (with --target)."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Label column of a CSV of image paths (a folder's classes are its sub-folders)."),
+    image_size: int = typer.Option(160, "--image-size", help="Images are resized to SIZE x SIZE pixels."),
+    head_epochs: int = typer.Option(10, "--head-epochs", help="Phase 1: most epochs training the new head on the frozen backbone."),
+    finetune_epochs: int = typer.Option(10, "--finetune-epochs", help="Phase 2: most epochs training the top blocks too (0 skips it)."),
+    unfreeze_blocks: int = typer.Option(2, "--unfreeze-blocks", help="Top backbone blocks phase 2 trains (0 skips it)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per training step."),
+    augmentation: float = typer.Option(0.3, "--augmentation", help="Augmentation strength in [0, 1] (flip, rotation, zoom, contrast); 0 disables."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="No horizontal flips (digits, text, documents)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="The pretrained weights file or URL when not cached (what 'autodl zoo pull NAME --from' takes)."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Ignore the pretrained weights; train everything from random initialization."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<data>-<model>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in the same directory."),
+    seed: int = typer.Option(0, help="Random seed for the split, augmentation and initialization."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Fine-tune one zoo image model on DATA with its recipe (no search), evaluate it on a test split, save the run.
+
+    Pretrained entries train a new head on the frozen backbone, then the top blocks at a
+    lower learning rate; entries without weights (small_cnn) train from scratch.
+    'autodl predict RUN FOLDER' then labels new images.
+    """
+    _quiet_tensorflow()
+    from autodl.finetune import FinetuneConfig, run_finetune
+    from autodl.progress import NullReporter, RichReporter
+
+    config = FinetuneConfig(
+        model=name, target=target, image_size=image_size, head_epochs=head_epochs, finetune_epochs=finetune_epochs,
+        unfreeze_blocks=unfreeze_blocks, batch_size=batch_size, augmentation=augmentation, flip=not no_flip,
+        weights=weights, from_scratch=from_scratch, seed=seed, out=None if out_dir is None else str(out_dir),
+        overwrite=overwrite,
+    ).validate()
+    manifest = run_finetune(config, str(data), reporter=NullReporter() if quiet else RichReporter())
+    test = manifest["metrics"]["test"]
+    table = Table(title=f"autodl finetune · {name} · {manifest['task']} · {len(manifest['schema']['classes'])} classes")
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row("test accuracy", f"{test['accuracy']:.4f}")
+    table.add_row("test balanced accuracy", f"{test['balanced_accuracy']:.4f}")
+    table.add_row("classes", ", ".join(manifest["schema"]["classes"]))
+    split = manifest["split"]
+    table.add_row("images train/valid/test", f"{split['train']}/{split['valid']}/{split['test']}")
+    table.add_row("final model", manifest["final_model"]["kind"])
+    table.add_row("time", f"{manifest['timings']['total']:.1f} s")
+    table.add_row("run directory", f"{manifest['run_dir']} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
+    out.print(table)
+    out.print(manifest["final_model"]["reason"])
+
+
+@app.command()
 def audit(
     run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
     data: Path = typer.Argument(..., help="Labelled data with the target and the sensitive columns (e.g. a new month)."),
@@ -302,10 +354,10 @@ def _int_option(value: str, name: str) -> int:
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
-    data: Path = typer.Argument(..., help="File with the same feature columns (the target may be absent)."),
+    data: Path = typer.Argument(..., help="File with the same feature columns (the target may be absent); for an image run, a folder of images or a CSV of image paths."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV to write; default: standard output."),
 ) -> None:
-    """Predict DATA with a fitted run: a 'prediction' column, plus 'proba_<class>' for classifiers."""
+    """Predict DATA with a fitted run: a 'prediction' column, plus 'proba_<class>' for classifiers ('path' first for image runs)."""
     _quiet_tensorflow()
     from autodl.api import AutoModel
     from autodl.run import atomic_write_text

@@ -437,6 +437,36 @@ def _sorted_classes(values: Sequence[str]) -> list[str]:
 # --- probing ------------------------------------------------------------------------------
 
 
+def image_paths(data: str | os.PathLike[str] | pd.DataFrame | list[str] | tuple[str, ...]) -> list[str]:
+    """The images to predict, as absolute paths.
+
+    ``data`` is a folder (every image inside, recursively, sorted), one image, a CSV
+    (or DataFrame) with an image-path column (relative paths from the CSV's folder), or
+    a list of paths. Unlike ``read_images`` it needs no labels and no class folders.
+    """
+    if isinstance(data, (list, tuple)):
+        paths = [os.fspath(p) for p in data]
+    elif isinstance(data, pd.DataFrame):
+        column = _path_column(data, None, Path("the DataFrame"))
+        paths = [_resolve(str(v).strip(), Path.cwd()) for v in data[column].dropna()]
+    else:
+        p = Path(data).expanduser()
+        if not p.exists():
+            raise DataError(f"'{p}' does not exist; pass a folder of images, an image, or a CSV of image paths")
+        if p.is_dir():
+            paths, _ = _images_under(p.resolve())
+        elif _is_image_name(p.name):
+            paths = [str(p.resolve())]
+        else:
+            df = read_table(p, role="image CSV")
+            column = _path_column(df, None, p)
+            paths = [_resolve(str(v).strip(), p.resolve().parent) for v in df[column].dropna() if str(v).strip()]
+    if not paths:
+        raise DataError(f"no images to predict in {data!r}; pass a folder of images or a CSV of image paths")
+    return paths
+
+
+
 @dataclass
 class ImageProbe:
     """What decoding the files found.

@@ -1,0 +1,178 @@
+"""`autodl finetune NAME DATA` end to end on generated images, and `autodl predict` on the run it writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from autodl.cli import main
+
+CLASSES = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+PER_CLASS = 24
+FAST = ["--image-size", "32", "--head-epochs", "4", "--finetune-epochs", "2", "--quiet"]
+
+
+def run(args, capsys):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def write_images(root: Path, classes: dict[str, tuple[int, int, int]], n: int, seed: int = 0) -> Path:
+    """``root/<class>/<i>.png|jpg``: 32x32 noisy images whose colour is the class (half PNG, half JPEG)."""
+    rng = np.random.default_rng(seed)
+    for name, colour in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
+            if i % 2:
+                (root / name / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(pixels, quality=90).numpy())
+            else:
+                (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
+    return root
+
+
+@pytest.fixture(autouse=True)
+def autodl_home(tmp_path, monkeypatch) -> Path:
+    """An empty weights cache per test: nothing reads ~/.cache or the network."""
+    monkeypatch.setenv("AUTODL_HOME", str(tmp_path / "autodl-home"))
+    return tmp_path / "autodl-home"
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return write_images(tmp_path_factory.mktemp("images") / "colours", CLASSES, PER_CLASS)
+
+
+@pytest.fixture(scope="module")
+def scratch_run(images, tmp_path_factory) -> Path:
+    """One small_cnn run shared by the read-only tests."""
+    out = tmp_path_factory.mktemp("runs") / "cnn"
+    code = main(["finetune", "small_cnn", str(images), "--out", str(out), "--augmentation", "0", *FAST])
+    assert code == 0
+    return out
+
+
+def unreachable_url() -> str:
+    """A loopback URL nothing listens on: a download that fails at once, like being offline."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/weights.weights.h5"
+
+
+def patch_weights(monkeypatch, name: str, file: Path | None = None) -> None:
+    """Points ``name``'s card at ``file``'s checksum (no file: a made-up hash), published at an unreachable URL."""
+    from autodl.zoo import Weights, get, registry
+
+    digest = hashlib.sha256(file.read_bytes()).hexdigest() if file is not None else "0" * 64
+    weights = Weights(url=unreachable_url(), file_hash=digest, filename=f"{name}.weights.h5", source="test", licence="CC0")
+    entry = get(name)
+    patched = dataclasses.replace(entry, card=dataclasses.replace(entry.card, pretrained=weights))
+    monkeypatch.setitem(registry._ENTRIES, name, patched)
+
+
+def test_small_cnn_from_scratch_writes_a_complete_run(scratch_run) -> None:
+    manifest = json.loads((scratch_run / "run.json").read_text())
+    assert manifest["status"] == "complete" and manifest["input"] == "image" and manifest["task"] == "multiclass"
+    assert manifest["schema"] == {"input": "image", "target": None, "classes": ["blue", "green", "red"], "image_size": [32, 32]}
+    assert manifest["final_model"]["kind"] == "scratch" and manifest["final_model"]["members"] == []
+    assert manifest["metrics"]["test"]["accuracy"] >= 0.8  # colour classes: easy; chance is 1/3
+    assert sum(manifest["split"].values()) == 3 * PER_CLASS and manifest["data"]["n_images"] == 3 * PER_CLASS
+    assert manifest["zoo"]["entry"] == "small_cnn" and manifest["weights"] is None and manifest["seed"] == 0
+    for name in ("model.keras", "split.npz", "test_predictions.csv"):
+        assert (scratch_run / name).exists()
+    preds = pd.read_csv(scratch_run / "test_predictions.csv")
+    assert list(preds.columns) == ["path", "target", "prediction", "proba_blue", "proba_green", "proba_red"]
+    assert len(preds) == manifest["split"]["test"]
+
+
+def test_predict_on_a_folder_gives_one_row_per_image(scratch_run, images, tmp_path, capsys) -> None:
+    new = write_images(tmp_path / "new", {"red": CLASSES["red"], "blue": CLASSES["blue"]}, 3, seed=1)
+    (new / "notes.txt").write_text("not an image")
+    out_csv = tmp_path / "preds.csv"
+    code, _, err = run(["predict", scratch_run, new, "-o", out_csv], capsys)
+    assert code == 0, err
+    preds = pd.read_csv(out_csv)
+    assert list(preds.columns) == ["path", "prediction", "proba_blue", "proba_green", "proba_red"]
+    assert len(preds) == 6 and preds["path"].tolist() == sorted(preds["path"])
+    truth = [Path(p).parent.name for p in preds["path"]]
+    assert (preds["prediction"] == truth).mean() >= 0.8
+    np.testing.assert_allclose(preds.filter(like="proba_").sum(axis=1), 1.0, atol=1e-4)
+
+    from autodl import AutoModel
+
+    auto = AutoModel.load(scratch_run)
+    assert auto.is_image and len(auto.predict(sorted(map(str, new.rglob("*.png"))))) == 4
+    assert list(auto.predict_proba(new).columns) == ["blue", "green", "red"]
+
+
+def test_existing_run_is_refused_without_overwrite(scratch_run, images, capsys) -> None:
+    code, _, err = run(["finetune", "small_cnn", images, "--out", scratch_run, *FAST], capsys)
+    assert code == 2 and "already holds a finished run" in err and err.strip().count("\n") == 0
+
+
+def test_mobilenet_fine_tunes_from_a_given_weights_file(images, tmp_path, monkeypatch, capsys) -> None:
+    from autodl.zoo import get
+
+    file = tmp_path / "mnv3.weights.h5"
+    get("mobilenet_v3_small").build((32, 32, 3)).save_weights(file)
+    patch_weights(monkeypatch, "mobilenet_v3_small", file)
+    out = tmp_path / "run"
+    args = ["finetune", "mobilenet_v3_small", images, "--weights", file, "--out", out, "--unfreeze-blocks", "1", *FAST]
+    code, stdout, err = run(args, capsys)
+    assert code == 0, err
+    assert "test accuracy" in stdout
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["final_model"]["kind"] == "finetune" and "head" in manifest["recipe"]["phases"]
+    assert manifest["weights"]["source"] == str(file)
+    code, stdout, err = run(["predict", out, images / "red"], capsys)
+    assert code == 0, err
+    assert len(pd.read_csv(io.StringIO(stdout))) == PER_CLASS
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("nope", "unknown zoo entry 'nope'"), ("mlp", "zoo entry 'mlp' is a tabular model")],
+)
+def test_unknown_or_tabular_model_is_a_one_line_error(name, message, images, tmp_path, capsys) -> None:
+    code, out, err = run(["finetune", name, images, "--out", tmp_path / "run", *FAST], capsys)
+    assert code == 2 and out == "" and err.startswith(f"error: {message}") and err.strip().count("\n") == 0
+    assert "mobilenet_v3_small" in err and "small_cnn" in err  # the image entries to choose from
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_pretrained_file_offline_names_zoo_pull(images, tmp_path, monkeypatch, capsys) -> None:
+    patch_weights(monkeypatch, "mobilenet_v3_small")
+    code, _, err = run(["finetune", "mobilenet_v3_small", images, "--out", tmp_path / "run", *FAST], capsys)
+    assert code == 2 and err.strip().count("\n") == 0
+    assert "autodl zoo pull mobilenet_v3_small --from FILE" in err
+
+
+def test_predict_in_a_fresh_process_loads_the_saved_model(scratch_run, images) -> None:
+    """A new interpreter has not imported the recipe, so loading must register its loss and optimizer itself."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "autodl.cli", "predict", str(scratch_run), str(images / "green")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    preds = pd.read_csv(io.StringIO(done.stdout))
+    assert len(preds) == PER_CLASS and (preds["prediction"] == "green").mean() >= 0.8
+
+
+def test_table_only_commands_say_so_on_an_image_run(scratch_run, images, capsys):
+    code = main(["evaluate", str(scratch_run), str(images)])
+    assert code == 2
+    assert "is an image run (autodl finetune): predict works on it" in " ".join(capsys.readouterr().err.split())
