@@ -21,46 +21,35 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from autodl.zoo.registry import Card, register
+from autodl.zoo.registry import register
 from autodl.zoo.vision._blocks import STEM, group_layers
 from autodl.zoo.vision._common import (
     DEFAULT_INPUT_SHAPE,
     FLOPS_NOTE,
-    IMAGENET_NOTE,
-    KERAS_REFERENCE,
-    checked_input_shape,
-    flat_model,
-    pixel_input,
+    imagenet_card,
+    keras_application,
 )
-from autodl.zoo.weights import Weights
 
 MIN_SIZE = 32
 _FILE = "convnext_tiny_notop.h5"
 WEIGHTS_LICENCE = "MIT (facebookresearch/ConvNeXt weights, converted by Keras Applications)"
 
-CARD = Card(
+CARD = imagenet_card(
     name="convnext_tiny",
-    task="image",
     title="ConvNeXt-Tiny (ImageNet)",
     summary=(
         "Pure convnet with 7x7 depthwise convs, LayerNorm, inverted bottlenecks and GELU, in four stages "
         "(3-3-9-3 blocks); 768 pooled features."
     ),
-    reference=KERAS_REFERENCE.format(symbol="ConvNeXtTiny"),
+    symbol="ConvNeXtTiny",
     good_for="The most accurate backbone here for transfer learning on a GPU; too heavy for CPU-only training.",
     paper=(
         "Liu, Mao, Wu, Feichtenhofer, Darrell, Xie. A ConvNet for the 2020s. CVPR 2022. "
         "https://arxiv.org/abs/2201.03545"
     ),
-    licence=f"{WEIGHTS_LICENCE}. {IMAGENET_NOTE}",
-    input_shape=DEFAULT_INPUT_SHAPE,
-    pretrained=Weights(
-        url="https://storage.googleapis.com/tensorflow/keras-applications/convnext/" + _FILE,
-        file_hash="d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
-        filename=_FILE,
-        source="ImageNet-1k, Keras Applications (no top, 224x224)",
-        licence=WEIGHTS_LICENCE,
-    ),
+    weights_licence=WEIGHTS_LICENCE,
+    url="https://storage.googleapis.com/tensorflow/keras-applications/convnext/" + _FILE,
+    file_hash="d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1",
     reference_accuracy="ImageNet top-1 81.3% (keras.io)",
     parameters=27_820_128,
     # The profiler counts 8,757,039,959 but misses the 18 grouped 7x7 convolutions (Keras runs them in a
@@ -77,12 +66,8 @@ def build(input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> Any:
     """ConvNeXt-Tiny backbone: ``(batch, H, W, 3)`` pixels in [0, 255] -> ``(batch, 768)``."""
     import keras
 
-    shape = checked_input_shape(input_shape, min_size=MIN_SIZE, name=CARD.name)
-    inputs = pixel_input(shape)
-    base = keras.applications.ConvNeXtTiny(
-        input_tensor=inputs, include_top=False, weights=None, pooling="avg", include_preprocessing=True,
-    )
-    return flat_model(inputs, base, CARD.name)
+    return keras_application(keras.applications.ConvNeXtTiny, input_shape, name=CARD.name, min_size=MIN_SIZE,
+                             include_preprocessing=True)
 
 
 def blocks(model: Any) -> list[list[Any]]:

@@ -27,18 +27,13 @@ import math
 import re
 from typing import Any, Sequence
 
-from autodl.zoo.registry import Card, register
+from autodl.zoo.registry import register
 from autodl.zoo.vision._blocks import STEM, TOP, group_layers
 from autodl.zoo.vision._common import (
     DEFAULT_INPUT_SHAPE,
-    FLOPS_NOTE,
-    IMAGENET_NOTE,
-    KERAS_REFERENCE,
-    checked_input_shape,
-    flat_model,
-    pixel_input,
+    imagenet_card,
+    keras_application,
 )
-from autodl.zoo.weights import Weights
 
 MIN_SIZE = 32
 # keras.src.applications.efficientnet.IMAGENET_STDDEV_RGB, used for the V1 variance fix.
@@ -49,62 +44,46 @@ B0_LICENCE = "Apache-2.0 (Keras Applications, from the TensorFlow TPU EfficientN
 _V2B0_FILE = "efficientnetv2-b0_notop.h5"
 V2B0_LICENCE = "Apache-2.0 (Keras Applications, from the TensorFlow AutoML EfficientNetV2 checkpoints)"
 
-B0_CARD = Card(
+B0_CARD = imagenet_card(
     name="efficientnet_b0",
-    task="image",
     title="EfficientNet-B0 (ImageNet)",
     summary=(
         "Mobile inverted-bottleneck (MBConv) blocks with squeeze-and-excitation and swish, the baseline of "
         "compound scaling; 1280 pooled features."
     ),
-    reference=KERAS_REFERENCE.format(symbol="EfficientNetB0"),
+    symbol="EfficientNetB0",
     good_for="Good accuracy per FLOP for transfer learning; heavier than MobileNetV3 to train on CPU.",
     paper=(
         "Tan, Le. EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks. ICML 2019. "
         "https://arxiv.org/abs/1905.11946"
     ),
-    licence=f"{B0_LICENCE}. {IMAGENET_NOTE}",
-    input_shape=DEFAULT_INPUT_SHAPE,
-    pretrained=Weights(
-        url="https://storage.googleapis.com/keras-applications/" + _B0_FILE,
-        file_hash="50bc09e76180e00e4465e1a485ddc09d",
-        filename=_B0_FILE,
-        source="ImageNet-1k, Keras Applications (no top, 224x224)",
-        licence=B0_LICENCE,
-    ),
+    weights_licence=B0_LICENCE,
+    url="https://storage.googleapis.com/keras-applications/" + _B0_FILE,
+    file_hash="50bc09e76180e00e4465e1a485ddc09d",
     reference_accuracy="ImageNet top-1 77.1% (keras.io)",
     parameters=4_049_571,
     flops=800_785_175,
-    flops_note=FLOPS_NOTE,
 )
 
-V2B0_CARD = Card(
+V2B0_CARD = imagenet_card(
     name="efficientnet_v2_b0",
-    task="image",
     title="EfficientNetV2-B0 (ImageNet)",
     summary=(
         "Fused-MBConv blocks early and MBConv blocks later, found by training-aware architecture search; "
         "trains faster than EfficientNet; 1280 pooled features."
     ),
-    reference=KERAS_REFERENCE.format(symbol="EfficientNetV2B0"),
+    symbol="EfficientNetV2B0",
     good_for="Transfer learning when a GPU is available; more accurate than EfficientNet-B0 at similar cost.",
     paper=(
         "Tan, Le. EfficientNetV2: Smaller Models and Faster Training. ICML 2021. "
         "https://arxiv.org/abs/2104.00298"
     ),
-    licence=f"{V2B0_LICENCE}. {IMAGENET_NOTE}",
-    input_shape=DEFAULT_INPUT_SHAPE,
-    pretrained=Weights(
-        url="https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/" + _V2B0_FILE,
-        file_hash="893217f2bb855e2983157299931e43ff",
-        filename=_V2B0_FILE,
-        source="ImageNet-1k, Keras Applications (no top, 224x224)",
-        licence=V2B0_LICENCE,
-    ),
+    weights_licence=V2B0_LICENCE,
+    url="https://storage.googleapis.com/tensorflow/keras-applications/efficientnet_v2/" + _V2B0_FILE,
+    file_hash="893217f2bb855e2983157299931e43ff",
     reference_accuracy="ImageNet top-1 78.7% (keras.io)",
     parameters=5_919_312,
     flops=1_455_315_507,
-    flops_note=FLOPS_NOTE,
 )
 
 _BLOCK = re.compile(r"^(block\d+[a-z])_")
@@ -114,10 +93,7 @@ def build_b0(input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> Any:
     """EfficientNet-B0 backbone: ``(batch, H, W, 3)`` pixels in [0, 255] -> ``(batch, 1280)``."""
     import keras
 
-    shape = checked_input_shape(input_shape, min_size=MIN_SIZE, name=B0_CARD.name)
-    inputs = pixel_input(shape)
-    base = keras.applications.EfficientNetB0(input_tensor=inputs, include_top=False, weights=None, pooling="avg")
-    model = flat_model(inputs, base, B0_CARD.name)
+    model = keras_application(keras.applications.EfficientNetB0, input_shape, name=B0_CARD.name, min_size=MIN_SIZE)
     inserted = []
 
     def call_function(layer: Any, *args: Any, **kwargs: Any) -> Any:
@@ -141,12 +117,8 @@ def build_v2_b0(input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> Any:
     """EfficientNetV2-B0 backbone: ``(batch, H, W, 3)`` pixels in [0, 255] -> ``(batch, 1280)``."""
     import keras
 
-    shape = checked_input_shape(input_shape, min_size=MIN_SIZE, name=V2B0_CARD.name)
-    inputs = pixel_input(shape)
-    base = keras.applications.EfficientNetV2B0(
-        input_tensor=inputs, include_top=False, weights=None, pooling="avg", include_preprocessing=True,
-    )
-    return flat_model(inputs, base, V2B0_CARD.name)
+    return keras_application(keras.applications.EfficientNetV2B0, input_shape, name=V2B0_CARD.name, min_size=MIN_SIZE,
+                             include_preprocessing=True)
 
 
 def blocks(model: Any) -> list[list[Any]]:

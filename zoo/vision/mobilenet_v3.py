@@ -22,18 +22,13 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from autodl.zoo.registry import Card, register
+from autodl.zoo.registry import register
 from autodl.zoo.vision._blocks import STEM, TOP, group_layers
 from autodl.zoo.vision._common import (
     DEFAULT_INPUT_SHAPE,
-    FLOPS_NOTE,
-    IMAGENET_NOTE,
-    KERAS_REFERENCE,
-    checked_input_shape,
-    flat_model,
-    pixel_input,
+    imagenet_card,
+    keras_application,
 )
-from autodl.zoo.weights import Weights
 
 PAPER = (
     "Howard, Sandler, Chu, Chen, Chen, Tan, Wang, Zhu, Pang, Vasudevan, Le, Adam. Searching for MobileNetV3. "
@@ -46,56 +41,42 @@ MIN_SIZE = 32
 _SMALL_FILE = "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
 _LARGE_FILE = "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5"
 
-SMALL_CARD = Card(
+SMALL_CARD = imagenet_card(
     name="mobilenet_v3_small",
-    task="image",
     title="MobileNetV3-Small (ImageNet)",
     summary=(
         "Inverted-residual blocks with squeeze-and-excitation and hard-swish, found by architecture search "
         "for mobile CPUs; 576 pooled features."
     ),
-    reference=KERAS_REFERENCE.format(symbol="MobileNetV3Small"),
+    symbol="MobileNetV3Small",
     good_for="The fastest start on CPU and the edge: small datasets, quick baselines, TFLite deployment.",
     paper=PAPER,
-    licence=f"{WEIGHTS_LICENCE}. {IMAGENET_NOTE}",
-    input_shape=DEFAULT_INPUT_SHAPE,
-    pretrained=Weights(
-        url=BASE_URL + _SMALL_FILE,
-        file_hash="d3e8ec802a04aa4fc771ee12a9a9b836",
-        filename=_SMALL_FILE,
-        source="ImageNet-1k, Keras Applications (no top, alpha 1.0, 224x224)",
-        licence=WEIGHTS_LICENCE,
-    ),
+    weights_licence=WEIGHTS_LICENCE,
+    url=BASE_URL + _SMALL_FILE,
+    file_hash="d3e8ec802a04aa4fc771ee12a9a9b836",
+    source_detail="no top, alpha 1.0, 224x224",
     reference_accuracy="ImageNet top-1 68.1% (Keras MobileNetV3 docs)",
     parameters=939_120,
     flops=116_010_184,
-    flops_note=FLOPS_NOTE,
 )
 
-LARGE_CARD = Card(
+LARGE_CARD = imagenet_card(
     name="mobilenet_v3_large",
-    task="image",
     title="MobileNetV3-Large (ImageNet)",
     summary=(
         "The larger MobileNetV3 from the same search: more and wider inverted-residual blocks; "
         "960 pooled features."
     ),
-    reference=KERAS_REFERENCE.format(symbol="MobileNetV3Large"),
+    symbol="MobileNetV3Large",
     good_for="A strong accuracy/latency trade-off on CPU and mobile; a good default for transfer learning.",
     paper=PAPER,
-    licence=f"{WEIGHTS_LICENCE}. {IMAGENET_NOTE}",
-    input_shape=DEFAULT_INPUT_SHAPE,
-    pretrained=Weights(
-        url=BASE_URL + _LARGE_FILE,
-        file_hash="07fb09a5933dd0c8eaafa16978110389",
-        filename=_LARGE_FILE,
-        source="ImageNet-1k, Keras Applications (no top, alpha 1.0, 224x224)",
-        licence=WEIGHTS_LICENCE,
-    ),
+    weights_licence=WEIGHTS_LICENCE,
+    url=BASE_URL + _LARGE_FILE,
+    file_hash="07fb09a5933dd0c8eaafa16978110389",
+    source_detail="no top, alpha 1.0, 224x224",
     reference_accuracy="ImageNet top-1 75.6% (Keras MobileNetV3 docs)",
     parameters=2_996_352,
     flops=443_544_152,
-    flops_note=FLOPS_NOTE,
 )
 
 _BLOCK = re.compile(r"^expanded_conv_(?:(\d+)_)?")
@@ -131,15 +112,9 @@ def _key_of(name: str) -> str | None:
 def _build(size: str, input_shape: Sequence[int]) -> Any:
     import keras
 
-    name = f"mobilenet_v3_{size}"
-    shape = checked_input_shape(input_shape, min_size=MIN_SIZE, name=name)
     application = keras.applications.MobileNetV3Small if size == "small" else keras.applications.MobileNetV3Large
-    inputs = pixel_input(shape)
-    # weights=None: the published no-top file is fetched, verified and loaded by load_pretrained.
-    base = application(
-        input_tensor=inputs, include_top=False, weights=None, pooling="avg", include_preprocessing=True,
-    )
-    return flat_model(inputs, base, name)
+    return keras_application(application, input_shape, name=f"mobilenet_v3_{size}", min_size=MIN_SIZE,
+                             include_preprocessing=True)
 
 
 SMALL = register(SMALL_CARD, build_small, blocks=blocks)

@@ -20,50 +20,37 @@ from __future__ import annotations
 import re
 from typing import Any, Sequence
 
-from autodl.zoo.registry import Card, register
+from autodl.zoo.registry import register
 from autodl.zoo.vision._blocks import STEM, TOP, group_layers
 from autodl.zoo.vision._common import (
     DEFAULT_INPUT_SHAPE,
-    FLOPS_NOTE,
-    IMAGENET_NOTE,
-    KERAS_REFERENCE,
-    checked_input_shape,
-    flat_model,
-    pixel_input,
+    imagenet_card,
+    keras_application,
 )
-from autodl.zoo.weights import Weights
 
 MIN_SIZE = 32
 _FILE = "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
 WEIGHTS_LICENCE = "Apache-2.0 (Keras Applications)"
 
-CARD = Card(
+CARD = imagenet_card(
     name="resnet50_v2",
-    task="image",
     title="ResNet50V2 (ImageNet)",
     summary=(
         "50-layer residual network with pre-activation (BN-ReLU before each conv) bottleneck blocks; "
         "2048 pooled features."
     ),
-    reference=KERAS_REFERENCE.format(symbol="ResNet50V2"),
+    symbol="ResNet50V2",
     good_for="A well-understood, robust backbone for GPU training; large (25M weights) and slow on CPU.",
     paper=(
         "He, Zhang, Ren, Sun. Identity Mappings in Deep Residual Networks. ECCV 2016. "
         "https://arxiv.org/abs/1603.05027"
     ),
-    licence=f"{WEIGHTS_LICENCE}. {IMAGENET_NOTE}",
-    input_shape=DEFAULT_INPUT_SHAPE,
-    pretrained=Weights(
-        url="https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + _FILE,
-        file_hash="fac2f116257151a9d068a22e544a4917",
-        filename=_FILE,
-        source="ImageNet-1k, Keras Applications (no top, 224x224)",
-        licence=WEIGHTS_LICENCE,
-    ),
+    weights_licence=WEIGHTS_LICENCE,
+    url="https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + _FILE,
+    file_hash="fac2f116257151a9d068a22e544a4917",
     reference_accuracy="ImageNet top-1 76.0% (keras.io)",
     parameters=23_564_800,
     flops=6_988_674_688,
-    flops_note=FLOPS_NOTE,
 )
 
 _BLOCK = re.compile(r"^(conv\d+_block\d+)_")
@@ -73,12 +60,10 @@ def build(input_shape: Sequence[int] = DEFAULT_INPUT_SHAPE) -> Any:
     """ResNet50V2 backbone: ``(batch, H, W, 3)`` pixels in [0, 255] -> ``(batch, 2048)``."""
     import keras
 
-    shape = checked_input_shape(input_shape, min_size=MIN_SIZE, name=CARD.name)
-    inputs = pixel_input(shape)
     # Keras' resnet_v2.preprocess_input is x / 127.5 - 1 ("tf" mode); inside the model it travels with it.
-    x = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
-    base = keras.applications.ResNet50V2(input_tensor=x, include_top=False, weights=None, pooling="avg")
-    return flat_model(inputs, base, CARD.name)
+    preprocess = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    return keras_application(keras.applications.ResNet50V2, input_shape, name=CARD.name, min_size=MIN_SIZE,
+                             preprocess=preprocess)
 
 
 def blocks(model: Any) -> list[list[Any]]:
