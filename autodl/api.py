@@ -31,10 +31,15 @@ from autodl.run import RunDir
 
 
 class AutoModel:
-    """Searches zoo architectures for a table and keeps the best model.
+    """Searches zoo architectures for a table (or images) and keeps the best model.
+
+    ``fit`` takes a table (CSV, Parquet, DataFrame), or images: a folder with one
+    sub-folder per class, or a CSV with an image-path column (paths relative to the
+    CSV) and a target column. Images are searched over the zoo's image backbones,
+    pretrained ones fine-tuned with the transfer-learning recipe.
 
     Args:
-        target: the column to predict.
+        target: the column to predict; a folder of class folders needs none.
         task: ``"binary"``, ``"multiclass"`` or ``"regression"``; inferred when ``None``.
         metric: what the search optimizes (default accuracy / rmse).
         time_limit: seconds, or ``"90s"``, ``"10m"``, ``"1h"``: the whole fit ends within it.
@@ -60,12 +65,14 @@ class AutoModel:
             applies) or ``"reductions"`` (Fairlearn GridSearch retraining); with a constraint, only when no
             searched model meets it.
         grid_size: models the reductions grid trains.
+        image_size: images only: square input sizes to search (default: chosen from the images' sizes).
+        flip: images only: allow horizontal flips in augmentation (off for digits, text, documents).
         verbosity: 0 silent, 1 progress and summary.
     """
 
     def __init__(
         self,
-        target: str,
+        target: str | None = None,
         *,
         task: str | None = None,
         metric: str | None = None,
@@ -89,6 +96,8 @@ class AutoModel:
         fairness_constraint: str | None = None,
         mitigate: str | None = None,
         grid_size: int = 7,
+        image_size: Sequence[int] = (),
+        flip: bool = True,
         verbosity: int = 1,
         reporter: Reporter | None = None,
     ) -> None:
@@ -99,7 +108,7 @@ class AutoModel:
             models=None if models is None else tuple(models), ensemble=ensemble, refit=refit,
             max_epochs=max_epochs, class_weight=class_weight, sensitive=tuple(sensitive),
             sensitive_as_feature=sensitive_as_feature, positive=positive, fairness_constraint=fairness_constraint,
-            mitigate=mitigate, grid_size=grid_size,
+            mitigate=mitigate, grid_size=grid_size, image_size=tuple(image_size), flip=flip,
         )
         self.verbosity = verbosity
         self._reporter = reporter
@@ -111,8 +120,17 @@ class AutoModel:
 
     def fit(self, data: str | Path | pd.DataFrame, test_data: str | Path | pd.DataFrame | None = None) -> "AutoModel":
         """Reads, searches, evaluates on the test split (or ``test_data``) and saves the run."""
+        from autodl.data import is_image_data
+
         reporter = self._reporter or (RichReporter() if self.verbosity else NullReporter())
-        result = run_fit(self.config, data, test_data, reporter=reporter)
+        if is_image_data(data):
+            if test_data is not None:
+                raise UserError("a separate test set is not supported for images yet; the fit holds out 15% of the images")
+            from autodl.image_fit import run_image_fit
+
+            result = run_image_fit(self.config, data, reporter=reporter)  # type: ignore[arg-type]
+        else:
+            result = run_fit(self.config, data, test_data, reporter=reporter)
         self._run_dir = result.run_dir
         self._manifest = result.manifest
         self._model = result.model
@@ -144,13 +162,12 @@ class AutoModel:
     def schema(self) -> Schema:
         if self.is_image:
             # Everything that reads a table schema (evaluate, audit, export) is tabular so far.
-            raise UserError(f"'{self.run_dir}' is an image run (autodl finetune): predict works on it; evaluate, "
-                            "audit and export work on table runs only so far")
+            raise UserError(f"'{self.run_dir}' is an image run: it has classes and an image size, not a table schema")
         return Schema.from_dict(self.manifest["schema"])
 
     @property
     def is_image(self) -> bool:
-        """Whether the run classifies images (``autodl finetune``) rather than table rows."""
+        """Whether the run classifies images (``autodl fit`` on images, ``autodl finetune``) rather than table rows."""
         return self.manifest.get("input") == "image"
 
     @property
@@ -237,9 +254,15 @@ class AutoModel:
         return pd.DataFrame(output, columns=list(schema.classes or []))
 
     def evaluate(self, data: str | Path | pd.DataFrame) -> dict[str, float]:
-        """Test metrics on labelled data (rows with a missing label are skipped)."""
+        """Test metrics on labelled data (rows with a missing label are skipped).
+
+        For an image run, ``data`` is a folder of class folders or a CSV of image paths
+        with the run's target column; its classes must be among the run's.
+        """
         from autodl import metrics as metrics_lib
 
+        if self.is_image:
+            return self._evaluate_images(data)
         schema = self.schema
         df = _frame(data)
         if schema.target not in df.columns:
@@ -281,6 +304,23 @@ class AutoModel:
         from autodl.finetune import predict_image_output
 
         return predict_image_output(self.model, image_paths(data), tuple(self.manifest["schema"]["image_size"]))
+
+    def _evaluate_images(self, data: Any) -> dict[str, float]:
+        from autodl.data import ImageDataset, read_images
+        from autodl.finetune import evaluate_images
+
+        schema = self.manifest["schema"]
+        target = schema.get("target") if not Path(data).is_dir() else None
+        labelled = read_images(data, target=target)
+        classes = list(schema["classes"])
+        unknown = sorted(set(labelled.classes) - set(classes))
+        if unknown:
+            raise DataError(f"classes {', '.join(map(repr, unknown[:5]))} in '{data}' are not among the run's: {', '.join(classes)}")
+        # The data's own class list may lack some of the run's classes: relabel to the run's indices.
+        index = np.asarray([classes.index(c) for c in labelled.classes], dtype=np.int64)
+        labelled = ImageDataset(labelled.paths, index[labelled.labels], classes, labelled.source, labelled.skipped)
+        task = "binary" if len(classes) == 2 else "multiclass"
+        return evaluate_images(self.model, labelled, tuple(schema["image_size"]), task)
 
     def _check_fitted(self) -> None:
         if self._run_dir is None:

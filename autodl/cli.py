@@ -55,8 +55,8 @@ def _split_list(value: Optional[str]) -> tuple[str, ...]:
 
 @app.command()
 def fit(
-    data: Path = typer.Argument(..., help="CSV (delimiter sniffed) or Parquet file with a header row."),
-    target: str = typer.Option(..., "--target", "-t", help="Column to predict."),
+    data: Path = typer.Argument(..., help="CSV (delimiter sniffed) or Parquet file with a header row; or images: a folder with one sub-folder per class, or a CSV with an image-path column."),
+    target: Optional[str] = typer.Option(None, "--target", "-t", help="Column to predict (required for tables; a folder of class folders needs none)."),
     task: Optional[str] = typer.Option(None, help="binary, multiclass or regression (default: inferred from the target)."),
     test: Optional[Path] = typer.Option(None, "--test", help="Labelled test file; default: hold out 15% of DATA."),
     out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<data>-<target>)."),
@@ -69,7 +69,7 @@ def fit(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start fresh instead of resuming an unfinished run in the same directory."),
     weight_column: Optional[str] = typer.Option(None, "--weight-column", help="Column of per-row sample weights."),
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out."),
-    models: Optional[str] = typer.Option(None, help="Comma-separated zoo architectures to search (default: all): mlp_plr, mlp, resnet, ft_transformer."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated zoo architectures to search. Tables (default: all): mlp_plr, mlp, resnet, ft_transformer. Images (default: the light backbones with cached weights, and small_cnn): see 'autodl zoo list --task image'."),
     ensemble: int = typer.Option(5, help="Average up to this many top trials when it helps on validation (1 disables)."),
     refit: str = typer.Option("auto", help="Retrain the best configuration on all rows: auto (after CV), always, never."),
     class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
@@ -83,9 +83,14 @@ def fit(
     grid_size: int = typer.Option(7, "--grid-size", help="With --mitigate reductions: models the grid trains."),
     export: Optional[str] = typer.Option(None, "--export", help="After the fit, export: serving, tflite or both (comma-separated), into RUN/export."),
     quantize: str = typer.Option("all", "--quantize", help="With --export tflite: none, float16, dynamic, int8 or all."),
+    image_size: Optional[str] = typer.Option(None, "--image-size", help="Images: comma-separated square input sizes to search, e.g. 96,128 (default: chosen from the images' sizes)."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Images: no horizontal flips in augmentation (digits, text, documents)."),
 ) -> None:
     """Search zoo architectures for DATA, evaluate the best on a test split, save the run.
 
+    DATA is a table, or images (a folder with one sub-folder per class, or a CSV with an
+    image-path column and --target); images are searched over the zoo's image backbones,
+    pretrained ones fine-tuned with the transfer-learning recipe.
     Running the same command again after a crash or Ctrl-C resumes the search.
     """
     _quiet_tensorflow()
@@ -105,6 +110,7 @@ def fit(
         class_weight=class_weight, max_epochs=max_epochs, verbosity=0 if quiet else 1,
         sensitive=_split_list(sensitive), sensitive_as_feature=sensitive_as_feature, positive=positive,
         fairness_constraint=fairness_constraint, mitigate=mitigate, grid_size=grid_size,
+        image_size=tuple(_int_option(v, "--image-size") for v in _split_list(image_size)), flip=not no_flip,
     )
     model.fit(str(data), None if test is None else str(test))
     _print_summary(model.manifest)
@@ -378,7 +384,7 @@ def predict(
 @app.command()
 def evaluate(
     run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
-    data: Path = typer.Argument(..., help="Labelled file with the target column."),
+    data: Path = typer.Argument(..., help="Labelled file with the target column; for an image run, a folder of class folders or a CSV of image paths."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Score a fitted run on labelled DATA."""
@@ -451,7 +457,8 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table.add_row(f"validation {manifest['metric']}", f"{final[f'val_' + manifest['metric']]:.4f}")
     table.add_row("final model", f"{final['kind']} ({', '.join('trial ' + m for m in final['members'])})")
     table.add_row("trials", f"{manifest['search']['completed']} completed / {manifest['search']['trials']}")
-    table.add_row("rows train/valid/test", f"{manifest['split']['train']}/{manifest['split']['valid']}/{manifest['split']['test']}")
+    unit = "images" if manifest.get("input") == "image" else "rows"
+    table.add_row(f"{unit} train/valid/test", f"{manifest['split']['train']}/{manifest['split']['valid']}/{manifest['split']['test']}")
     table.add_row("time", f"{manifest['timings']['total']:.1f} s")
     table.add_row("run directory", f"{manifest.get('run_dir', '')} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
     out.print(table)

@@ -20,17 +20,16 @@ Example (a folder with one sub-folder per class):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from autodl.data.images import quiet_unknown_length as _unknown_length_is_expected
 from autodl.errors import RunError, UserError
 from autodl.progress import NullReporter, Reporter
 from autodl.run import RunDir, atomic_write, atomic_write_text
@@ -38,7 +37,9 @@ from autodl.run import RunDir, atomic_write, atomic_write_text
 __all__ = [
     "FinetuneConfig",
     "default_run_dir",
+    "evaluate_images",
     "image_prediction_frame",
+    "prepare_images",
     "predict_image_output",
     "run_finetune",
 ]
@@ -147,7 +148,7 @@ def run_finetune(config: FinetuneConfig, data: str | os.PathLike[str], reporter:
     # Marks the folder as this run's, so after a crash the same command starts over instead of refusing it.
     run.write_manifest({"status": "running", "command": "finetune", "input": "image", "config": asdict(config)})
 
-    dataset, probe, split = _prepare_images(config, data, reporter)
+    dataset, probe, split = prepare_images(config, data, reporter)
     # Indices into the readable images in read order, which reading the same data again reproduces.
     atomic_write(run.split_path, lambda p: np.savez(p, train=split.train, valid=split.valid, test=split.test))
     timings["prepare"] = time.monotonic() - start
@@ -159,8 +160,8 @@ def run_finetune(config: FinetuneConfig, data: str | os.PathLike[str], reporter:
 
     t0 = time.monotonic()
     metrics = {
-        "validation": _evaluate(model, dataset.subset(split.valid), config, task),
-        "test": _evaluate(model, dataset.subset(split.test), config, task, run=run),
+        "validation": evaluate_images(model, dataset.subset(split.valid), config.image_size, task),
+        "test": evaluate_images(model, dataset.subset(split.test), config.image_size, task, run=run),
     }
     atomic_write(run.model_path, model.save)
     timings["evaluate_and_save"] = time.monotonic() - t0
@@ -225,8 +226,13 @@ def _open_run(config: FinetuneConfig, data: str | os.PathLike[str]) -> RunDir:
     return run
 
 
-def _prepare_images(config: FinetuneConfig, data: str | os.PathLike[str], reporter: Reporter) -> tuple[Any, Any, Any]:
-    """Reads, probes (dropping unreadable files) and splits the images."""
+def prepare_images(config: Any, data: str | os.PathLike[str], reporter: Reporter) -> tuple[Any, Any, Any]:
+    """Reads, probes (dropping unreadable files) and splits the images: ``(ImageDataset, ImageProbe, Split)``.
+
+    ``config`` is a ``FinetuneConfig`` or a ``FitConfig``: its ``target``, ``seed``,
+    ``valid_fraction`` and ``test_fraction`` are used. Reading the same data again
+    with the same config gives the same split.
+    """
     from autodl.data import probe_images, read_images, train_valid_test_split
 
     dataset = read_images(data, target=config.target)
@@ -245,18 +251,6 @@ def _train(config: FinetuneConfig, dataset: Any, split: Any, reporter: Reporter)
     """Builds and trains the classifier; returns it, the recipe's result and the final-model kind."""
     with _unknown_length_is_expected():
         return _build_and_fit(config, dataset, split, reporter)
-
-
-@contextlib.contextmanager
-def _unknown_length_is_expected() -> Iterator[None]:
-    """Silences Keras's "input ran out of data" warning, which is expected here.
-
-    The image pipeline drops unreadable files, so its length is unknown and Keras
-    warns whenever a first pass over it (an epoch, a predict) ends.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-        yield
 
 
 def _build_and_fit(config: FinetuneConfig, dataset: Any, split: Any, reporter: Reporter) -> tuple[Any, dict[str, Any], str]:
@@ -296,11 +290,11 @@ def _build_and_fit(config: FinetuneConfig, dataset: Any, split: Any, reporter: R
     return model, phase.to_dict(), "scratch"
 
 
-def _evaluate(model: Any, part: Any, config: FinetuneConfig, task: str, run: RunDir | None = None) -> dict[str, float]:
-    """Metrics on one split part; with ``run``, also writes its per-image predictions (the test part)."""
+def evaluate_images(model: Any, part: Any, image_size: int | tuple[int, int], task: str, run: RunDir | None = None) -> dict[str, float]:
+    """Metrics on one split part (an ``ImageDataset``); with ``run``, also writes its per-image predictions."""
     from autodl import metrics as metrics_lib
 
-    proba, kept = predict_image_output(model, part.paths, config.image_size)
+    proba, kept = predict_image_output(model, part.paths, image_size)
     index = {p: i for i, p in enumerate(part.paths)}
     y = part.labels[[index[p] for p in kept]]
     if run is not None:
@@ -344,3 +338,6 @@ def _reason(kind: str, recipe: dict[str, Any], config: FinetuneConfig) -> str:
     kept = recipe["kept"]
     detail = "the frozen-backbone head" if kept == "head" else f"the top {config.unfreeze_blocks} blocks fine-tuned"
     return f"{config.model} fine-tuned from pretrained weights in {recipe['epochs']} epochs; kept {detail}"
+
+
+_prepare_images = prepare_images  # TODO(session 4): remove once autodl/export/image.py imports prepare_images

@@ -42,9 +42,13 @@ IMBALANCE_RATIO = 0.2  # --class-weight auto balances when minority/majority fal
 
 @dataclass
 class FitConfig:
-    """Validated options of one fit (the CLI flags and ``AutoModel`` arguments)."""
+    """Validated options of one fit (the CLI flags and ``AutoModel`` arguments).
 
-    target: str
+    ``target`` is required for tables; a folder of class folders has none. ``image_size``
+    (square sizes to search; empty: chosen from the images) and ``flip`` apply to images.
+    """
+
+    target: str | None = None
     task: str | None = None
     metric: str | None = None
     time_limit: float | None = None
@@ -69,8 +73,11 @@ class FitConfig:
     fairness_constraint: str | None = None
     mitigate: str | None = None
     grid_size: int = 7
+    image_size: tuple[int, ...] = ()
+    flip: bool = True
 
-    def validate(self) -> "FitConfig":
+    def validate(self, kind: str = "tabular") -> "FitConfig":
+        """Checks the options for a fit of ``kind`` (``"tabular"`` or ``"image"``); raises a one-line ``UserError``."""
         from autodl.search import TUNERS
 
         if self.tuner not in TUNERS:
@@ -88,14 +95,40 @@ class FitConfig:
         if self.models:
             from autodl import zoo
 
-            known = [e.card.name for e in zoo.list_entries("tabular")]
+            known = [e.card.name for e in zoo.list_entries(kind)]
             unknown = [m for m in self.models if m not in known]
             if unknown:
-                raise UserError(f"unknown model {unknown[0]!r}; choose from: {', '.join(known)}")
+                raise UserError(f"unknown {kind} model {unknown[0]!r}; choose from: {', '.join(known)}")
         if isinstance(self.cv, int) and self.cv == 1:
             raise UserError("--cv needs at least 2 folds (or 0 for a single validation split)")
+        if any(isinstance(s, bool) or not isinstance(s, int) or s < 16 for s in self.image_size):
+            raise UserError(f"--image-size takes sizes in pixels of at least 16, e.g. 96,128; got {self.image_size!r}")
+        if kind == "image":
+            self._validate_image()
+        else:
+            if self.target is None:
+                raise UserError("--target is required for a table: name the column to predict")
+            if self.image_size:
+                raise UserError("--image-size applies to images (a folder of class folders or a CSV of image paths)")
         self._validate_fairness()
         return self
+
+    def _validate_image(self) -> None:
+        """Table-only options are refused by name, rather than silently ignored, on image data."""
+        defaults = FitConfig()
+        table_only = {
+            "--weight-column": self.weight_column is not None, "--drop": bool(self.drop),
+            "--sensitive": bool(self.sensitive), "--fairness-constraint": self.fairness_constraint is not None,
+            "--mitigate": self.mitigate is not None, "--task": self.task not in (None, "binary", "multiclass"),
+            "--refit": self.refit != defaults.refit, "--cv": self.cv not in (defaults.cv, 0, None),
+        }
+        used = [flag for flag, on in table_only.items() if on]
+        if used:
+            raise UserError(f"{used[0]} applies to tables only; image fits classify the images by their class")
+        if self.tuner == "hyperband":
+            raise UserError("--tuner hyperband works on tables only; image fits use bayesian or random")
+        if self.metric not in (None, "accuracy"):
+            raise UserError(f"image fits optimize accuracy; --metric {self.metric} works on tables only")
 
     def _validate_fairness(self) -> None:
         if self.fairness_constraint is not None:
@@ -478,7 +511,7 @@ def versions() -> dict[str, str]:
 
 def open_run(config: FitConfig, data: str | Path | pd.DataFrame, fingerprint: str) -> tuple[RunDir, bool]:
     """The run directory, and whether this fit resumes an interrupted one."""
-    run = RunDir(config.out or default_run_dir(data, config.target))
+    run = RunDir(config.out or default_run_dir(data, config.target or "class"))
     if config.overwrite:
         run.clear()
         return run, False

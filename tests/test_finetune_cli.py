@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import io
 import json
-import socket
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import tensorflow as tf
 
 from autodl.cli import main
+from tests.imagedata import CLASSES, patch_weights, write_images
 
-CLASSES = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 PER_CLASS = 24
 FAST = ["--image-size", "32", "--head-epochs", "4", "--finetune-epochs", "2", "--quiet"]
 
@@ -25,20 +21,6 @@ def run(args, capsys):
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def write_images(root: Path, classes: dict[str, tuple[int, int, int]], n: int, seed: int = 0) -> Path:
-    """``root/<class>/<i>.png|jpg``: 32x32 noisy images whose colour is the class (half PNG, half JPEG)."""
-    rng = np.random.default_rng(seed)
-    for name, colour in classes.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (32, 32, 3)), 0, 255).astype(np.uint8)
-            if i % 2:
-                (root / name / f"{i}.jpg").write_bytes(tf.io.encode_jpeg(pixels, quality=90).numpy())
-            else:
-                (root / name / f"{i}.png").write_bytes(tf.io.encode_png(pixels).numpy())
-    return root
 
 
 @pytest.fixture(autouse=True)
@@ -60,25 +42,6 @@ def scratch_run(images, tmp_path_factory) -> Path:
     code = main(["finetune", "small_cnn", str(images), "--out", str(out), "--augmentation", "0", *FAST])
     assert code == 0
     return out
-
-
-def unreachable_url() -> str:
-    """A loopback URL nothing listens on: a download that fails at once, like being offline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/weights.weights.h5"
-
-
-def patch_weights(monkeypatch, name: str, file: Path | None = None) -> None:
-    """Points ``name``'s card at ``file``'s checksum (no file: a made-up hash), published at an unreachable URL."""
-    from autodl.zoo import Weights, get, registry
-
-    digest = hashlib.sha256(file.read_bytes()).hexdigest() if file is not None else "0" * 64
-    weights = Weights(url=unreachable_url(), file_hash=digest, filename=f"{name}.weights.h5", source="test", licence="CC0")
-    entry = get(name)
-    patched = dataclasses.replace(entry, card=dataclasses.replace(entry.card, pretrained=weights))
-    monkeypatch.setitem(registry._ENTRIES, name, patched)
 
 
 def test_small_cnn_from_scratch_writes_a_complete_run(scratch_run) -> None:
@@ -172,7 +135,12 @@ def test_predict_in_a_fresh_process_loads_the_saved_model(scratch_run, images) -
     assert len(preds) == PER_CLASS and (preds["prediction"] == "green").mean() >= 0.8
 
 
-def test_table_only_commands_say_so_on_an_image_run(scratch_run, images, capsys):
-    code = main(["evaluate", str(scratch_run), str(images)])
-    assert code == 2
-    assert "is an image run (autodl finetune): predict works on it" in " ".join(capsys.readouterr().err.split())
+def test_evaluate_scores_an_image_run_on_labelled_images(scratch_run, tmp_path, capsys) -> None:
+    labelled = write_images(tmp_path / "labelled", {"red": CLASSES["red"], "green": CLASSES["green"]}, 4, seed=2)
+    code, stdout, err = run(["evaluate", scratch_run, labelled, "--json"], capsys)
+    assert code == 0, err
+    scores = json.loads(stdout)
+    assert scores["accuracy"] >= 0.75  # two of the run's three classes, relabelled to the run's indices
+    odd = write_images(tmp_path / "odd", {"red": CLASSES["red"], "purple": (150, 20, 160)}, 2, seed=3)
+    code, _, err = run(["evaluate", scratch_run, odd], capsys)
+    assert code == 2 and "'purple'" in err and "not among the run's" in err

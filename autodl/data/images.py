@@ -33,11 +33,12 @@ from __future__ import annotations
 import os
 import re
 import time
+import contextlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -437,6 +438,28 @@ def _sorted_classes(values: Sequence[str]) -> list[str]:
 # --- probing ------------------------------------------------------------------------------
 
 
+def is_image_data(data: object) -> bool:
+    """Whether ``autodl fit DATA`` means images: a folder, or a CSV with an image-path column.
+
+    Only the first rows of a CSV are read, so a large table is not loaded twice.
+
+    >>> is_image_data("no/such/file.csv")
+    False
+    """
+    if not isinstance(data, (str, os.PathLike)):
+        return False
+    p = Path(data).expanduser()
+    if p.is_dir():
+        return True
+    if not p.is_file() or p.suffix.lower() not in (".csv", ".tsv", ".txt"):
+        return False
+    try:
+        head = pd.read_csv(p, nrows=200, sep=None, engine="python")
+    except Exception:  # noqa: BLE001 - empty, binary or malformed: the table reader gives the user the real error
+        return False
+    return any(_looks_like_image_path(head[c]) >= PATH_COLUMN_MIN_FRACTION for c in head.columns)
+
+
 def image_paths(data: str | os.PathLike[str] | pd.DataFrame | list[str] | tuple[str, ...]) -> list[str]:
     """The images to predict, as absolute paths.
 
@@ -649,6 +672,18 @@ class PipelineStats:
             return []
         seen = self._seen.numpy()
         return [p for p, ok in zip(self._paths, seen) if not ok]
+
+
+@contextlib.contextmanager
+def quiet_unknown_length() -> Iterator[None]:
+    """Silences Keras's "input ran out of data" warning around fit/predict on these pipelines.
+
+    ``make_image_dataset`` drops unreadable files, so its length is unknown and
+    Keras warns whenever a first pass over it ends, which is expected here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
+        yield
 
 
 def decode_and_resize(contents: "tf.Tensor", image_size: tuple[int, int]) -> "tf.Tensor":

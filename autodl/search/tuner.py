@@ -300,6 +300,35 @@ class AutoTuner(kt.Tuner):
                 self.checkpoint_path(trial_id).unlink(missing_ok=True)
 
 
+class ImageTuner(AutoTuner):
+    """``AutoTuner`` for image trials, where the recipe decides which weights a trial keeps.
+
+    The recipes restore the best epoch at the end and (training from scratch)
+    recalibrate BatchNormalization after the last one; keras-tuner's per-epoch
+    checkpoint would keep weights from before that. So the trial's checkpoint is
+    written once the recipe is done, and its score is measured on those weights.
+    """
+
+    def run_trial(self, trial: Any, train_data: Any, valid_data: Any, **kwargs: Any) -> Any:
+        hp = trial.hyperparameters
+        trial_seed = self.seed + int(trial.trial_id)
+        keras.utils.set_random_seed(trial_seed)
+        self._epochs_run = 0
+        model = self._try_build(hp)
+        result = self.hypermodel.fit(
+            hp, model, train_data, valid_data, callbacks=[tuner_utils.TunerCallback(self, trial)], seed=trial_seed
+        )
+        path = self.checkpoint_path(trial.trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model.save_weights(path)
+        return result
+
+    def best_epoch(self, trial: Any) -> int:
+        if trial.metrics.exists("epochs"):
+            return max(1, round(trial.metrics.get_last_value("epochs")))
+        return super().best_epoch(trial)
+
+
 def architecture_of(trial: Any) -> str:
     return str(trial.hyperparameters.values.get("architecture", "?"))
 
