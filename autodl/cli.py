@@ -459,6 +459,9 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table.add_row("trials", f"{manifest['search']['completed']} completed / {manifest['search']['trials']}")
     unit = "images" if manifest.get("input") == "image" else "rows"
     table.add_row(f"{unit} train/valid/test", f"{manifest['split']['train']}/{manifest['split']['valid']}/{manifest['split']['test']}")
+    skipped = manifest.get("data", {}).get("skipped") if unit == "images" else None
+    if skipped:
+        table.add_row("images left out", ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in sorted(skipped.items())))
     table.add_row("time", f"{manifest['timings']['total']:.1f} s")
     table.add_row("run directory", f"{manifest.get('run_dir', '')} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
     out.print(table)

@@ -79,16 +79,19 @@ def test_fit_on_a_csv_of_image_paths_through_the_api(images, tmp_path) -> None:
 
     rows = [(str(p.relative_to(images)), p.parent.name) for p in sorted(images.rglob("*.*"))]
     rows.append(("red/gone.png", "red"))  # a missing file is counted and left out
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")  # so is one that does not decode
+    rows.append((str(broken), "green"))
     listing = images / "listing.csv"
     pd.DataFrame(rows, columns=["file", "colour"]).to_csv(listing, index=False)
     try:
-        with pytest.warns(UserWarning, match="1 of 61 image paths"):
+        with pytest.warns(UserWarning, match="1 of 62 image paths"):
             model = AutoModel(target="colour", max_trials=1, image_size=[32], max_epochs=3, out=tmp_path / "run",
                               verbosity=0).fit(listing)
     finally:
         listing.unlink()
     manifest = model.manifest
-    assert manifest["target"] == "colour" and manifest["data"]["skipped"] == {"missing_file": 1}
+    assert manifest["target"] == "colour" and manifest["data"]["skipped"] == {"missing_file": 1, "unreadable": 1}
     assert sum(manifest["split"][k] for k in ("train", "valid", "test")) == 3 * PER_CLASS
     assert model.leaderboard()["architecture"].tolist() == ["small_cnn"]
     assert AutoModel.load(tmp_path / "run").evaluate(listing.parent)["accuracy"] >= 0.8
