@@ -69,15 +69,21 @@ def default_architectures(models: tuple[str, ...] | None) -> tuple[list[str], li
                 fetch(name)  # fails in a second, before any image is read, when it cannot be had
         return list(models), []
     chosen: list[tuple[int, str]] = []
-    left_out: list[str] = []
+    large: list[str] = []
+    not_cached: list[str] = []
     for entry in zoo.list_entries("image"):
         card = entry.card
         if (card.parameters or 0) > DEFAULT_MAX_PARAMETERS:
-            left_out.append(f"{card.name} (large for a CPU search; add it with --models)")
+            large.append(card.name)
         elif card.pretrained is not None and not is_cached(card.pretrained):
-            left_out.append(f"{card.name} (weights not cached: autodl zoo pull {card.name})")
+            not_cached.append(card.name)
         else:
             chosen.append((card.parameters or 0, card.name))
+    left_out = []
+    if not_cached:
+        left_out.append(f"{', '.join(not_cached)} (weights not cached: autodl zoo pull NAME)")
+    if large:
+        left_out.append(f"{', '.join(large)} (large for a CPU search: add with --models)")
     return [name for _, name in sorted(chosen)], left_out
 
 
