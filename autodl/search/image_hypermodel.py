@@ -91,7 +91,8 @@ class ImageHyperModel(kt.HyperModel):
         self.max_epochs = max_epochs
         self.metric = metric
         # Decoded, resized images per (part, size), kept across trials: decoding is the slow part.
-        self._pipelines: dict[tuple[int, int, bool], Any] = {}
+        # Each value holds its part too, so the id in its key cannot be reused by another object.
+        self._pipelines: dict[tuple[int, int, bool], tuple[ImageDataset, Any]] = {}
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         from autodl import zoo
@@ -166,6 +167,6 @@ class ImageHyperModel(kt.HyperModel):
 
         key = (id(part), size, training)
         if key not in self._pipelines:
-            self._pipelines[key] = make_image_dataset(part, image_size=(size, size), batch_size=BATCH_SIZE,
-                                                      training=training, shuffle_seed=seed)
-        return self._pipelines[key]
+            self._pipelines[key] = (part, make_image_dataset(part, image_size=(size, size), batch_size=BATCH_SIZE,
+                                                             training=training, shuffle_seed=seed))
+        return self._pipelines[key][1]
