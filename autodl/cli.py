@@ -288,7 +288,7 @@ def export_command(
     prune: Optional[float] = typer.Option(None, "--prune", help="Also write a magnitude-pruned variant with this sparsity (e.g. 0.5), fine-tuned, full int8."),
     qat: bool = typer.Option(False, "--qat", help="Also write a quantization-aware-trained int8 variant (tensorflow-model-optimization)."),
     epochs: int = typer.Option(2, "--epochs", help="Fine-tune epochs for --prune and --qat."),
-    data: Optional[Path] = typer.Option(None, "--data", help="The training data, if it moved since the fit (needed for calibration and checks)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The training data (table, image folder or image CSV), if it moved since the fit (needed for calibration and checks)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle or serving version."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of a table."),
 ) -> None:
@@ -328,7 +328,8 @@ def _print_export(report: dict[str, Any]) -> None:
 
     rows = report_rows(report)
     metric = next(k for k in ("accuracy", "rmse") if k in rows[0])
-    table = Table(title=f"export · {report['run']} · test split ({report['test_rows']} rows)")
+    unit = "images" if report.get("input") == "image" else "rows"
+    table = Table(title=f"export · {report['run']} · test split ({report['test_rows']} {unit})")
     for col, justify in [("artifact", "left"), ("size", "right"), (metric, "right"), ("agreement", "right"),
                          ("max |Δ|", "right"), ("1-row latency", "right"), ("rows/s", "right"), ("note", "left")]:
         table.add_column(col, justify=justify)

@@ -148,7 +148,8 @@ def run_finetune(config: FinetuneConfig, data: str | os.PathLike[str], reporter:
     # Marks the folder as this run's, so after a crash the same command starts over instead of refusing it.
     run.write_manifest({"status": "running", "command": "finetune", "input": "image", "config": asdict(config)})
 
-    dataset, probe, split = prepare_images(config, data, reporter)
+    dataset, probe, split = prepare_images(data, target=config.target, seed=config.seed, valid_fraction=config.valid_fraction,
+                                           test_fraction=config.test_fraction, reporter=reporter)
     # Indices into the readable images in read order, which reading the same data again reproduces.
     atomic_write(run.split_path, lambda p: np.savez(p, train=split.train, valid=split.valid, test=split.test))
     timings["prepare"] = time.monotonic() - start
@@ -226,23 +227,25 @@ def _open_run(config: FinetuneConfig, data: str | os.PathLike[str]) -> RunDir:
     return run
 
 
-def prepare_images(config: Any, data: str | os.PathLike[str], reporter: Reporter) -> tuple[Any, Any, Any]:
+def prepare_images(
+    data: str | os.PathLike[str], *, target: str | None, seed: int, valid_fraction: float, test_fraction: float,
+    reporter: Reporter | None = None,
+) -> tuple[Any, Any, Any]:
     """Reads, probes (dropping unreadable files) and splits the images: ``(ImageDataset, ImageProbe, Split)``.
 
-    ``config`` is a ``FinetuneConfig`` or a ``FitConfig``: its ``target``, ``seed``,
-    ``valid_fraction`` and ``test_fraction`` are used. Reading the same data again
-    with the same config gives the same split.
+    The same data and arguments give the same images and split, which is how a
+    resumed fit and ``autodl export`` find a run's train and test images again.
     """
     from autodl.data import probe_images, read_images, train_valid_test_split
 
-    dataset = read_images(data, target=config.target)
-    probe = probe_images(dataset, sample=min(PROBE_SAMPLE, len(dataset)), seed=config.seed)
+    dataset = read_images(data, target=target)
+    probe = probe_images(dataset, sample=min(PROBE_SAMPLE, len(dataset)), seed=seed)
     if probe.unreadable:
         dataset = dataset.without(probe.unreadable, "unreadable")
-    reporter.message(dataset.summary())
+    (reporter or NullReporter()).message(dataset.summary())
     split = train_valid_test_split(
-        dataset.labels, stratify=True, valid_fraction=config.valid_fraction,
-        test_fraction=config.test_fraction, seed=config.seed, class_names=dataset.classes,
+        dataset.labels, stratify=True, valid_fraction=valid_fraction,
+        test_fraction=test_fraction, seed=seed, class_names=dataset.classes,
     )
     return dataset, probe, split
 
@@ -339,5 +342,3 @@ def _reason(kind: str, recipe: dict[str, Any], config: FinetuneConfig) -> str:
     detail = "the frozen-backbone head" if kept == "head" else f"the top {config.unfreeze_blocks} blocks fine-tuned"
     return f"{config.model} fine-tuned from pretrained weights in {recipe['epochs']} epochs; kept {detail}"
 
-
-_prepare_images = prepare_images  # TODO(session 4): remove once autodl/export/image.py imports prepare_images

@@ -108,7 +108,8 @@ def run_image_fit(config: FitConfig, data: str | os.PathLike[str], *, reporter: 
     if not architectures:
         raise UserError("no image backbone can be searched: pull pretrained weights with 'autodl zoo pull NAME' "
                         "or name models with --models")
-    dataset, probe, split = prepare_images(config, data, reporter)
+    dataset, probe, split = prepare_images(data, target=config.target, seed=config.seed, valid_fraction=config.valid_fraction,
+                                           test_fraction=config.test_fraction, reporter=reporter)
     fingerprint = image_fingerprint(dataset.paths)
     run, resume = open_run(config, data, fingerprint)
     if resume:

@@ -16,6 +16,7 @@ from typing import Any
 _PUBLIC = {
     "ExportOptions": "autodl.export.pipeline",
     "export_run": "autodl.export.pipeline",
+    "export_image_run": "autodl.export.image",
     "load_frames": "autodl.export.pipeline",
     "export_serving": "autodl.export.serving",
     "serving_inputs": "autodl.export.serving",

@@ -18,6 +18,10 @@ written into a staging folder first and moved into place at the end, so a
 failed export leaves no partial output and an existing one is replaced only
 by a complete new one.
 
+Image runs (``"input": "image"`` in ``run.json``) have no table schema: ``export_run``
+hands them to ``autodl.export.image.export_image_run``, which writes the same
+layout and report shape from the run's images.
+
 Example:
 
     report = export_run("runs/adult-income", ExportOptions(formats=("tflite",), quantize="int8"))
@@ -109,6 +113,11 @@ def export_run(
     run = RunDir(run_dir)
     manifest = run.read_complete_manifest()
     out = Path(options.out) if options.out else run.path / "export"
+    if manifest.get("input") == "image":
+        # Before the table schema is touched: an image run has none (AutoModel.schema refuses it).
+        from autodl.export.image import export_image_run
+
+        return export_image_run(run, manifest, options, out, data=data, test_data=test_data, on_step=step)
     targets = _check_targets(out, options)
     from autodl.api import AutoModel
 
@@ -325,7 +334,7 @@ def _export_tflite(
                         int8_io=options.int8_io)
     step("verifying TFLite variants")
     test_columns = _columns(frames.test, document)
-    verified = {v: _verify_variant(staging, v, test_columns, schema, reference) for v in flatbuffers}
+    verified = {v: _verify_variant(staging, v, test_columns, schema.task, reference) for v in flatbuffers}
     variants = {v: summary for v, (summary, _) in verified.items()}
     default = choose_default(variants)
     _set_default(staging, default)
@@ -408,30 +417,33 @@ def _edge_model(bundle: Path, variant: str) -> Any:
 
 
 def _verify_variant(
-    bundle: Path, variant: str, columns: dict[str, list[Any]], schema: Schema, reference: _Reference
+    bundle: Path, variant: str, data: Any, task: str, reference: _Reference, throughput_batch: int = 1024
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """The variant's checks against the Keras model, and its output on the test rows."""
+    """The variant's checks against the Keras model, and its output on the test rows.
+
+    ``data``: what the bundle's runner predicts from (columns of raw values, or an image bundle's pixels).
+    """
     model = _edge_model(bundle, variant)
-    output = model.predict_output(columns)
-    value = score(schema.task, reference.y, output)
-    feeds = model.inputs(columns)
+    output = model.predict_output(data)
+    value = score(task, reference.y, output)
+    feeds = model.inputs(data)
     one_row = {k: v[:1] for k, v in feeds.items()}
-    batch = {k: v[:1024] for k, v in feeds.items()}
+    batch = {k: v[:throughput_batch] for k, v in feeds.items()}
     batch_rows = len(next(iter(batch.values())))
     batch_ms = median_ms(lambda: model.raw_output(batch), repeats=10)
     single_ms = median_ms(lambda: model.raw_output(one_row))
     content = (bundle / f"model_{variant}.tflite").read_bytes()
-    loss = _loss(reference.summary[reference.metric], value, schema.task)
+    loss = _loss(reference.summary[reference.metric], value, task)
     return {
         "file": f"model_{variant}.tflite",
         "size_bytes": len(content),
         "gzip_bytes": len(gzip.compress(content)),
         reference.metric: value,
         "metric_loss": loss,
-        **compare(schema.task, reference.output, output),
+        **compare(task, reference.output, output),
         "latency_ms": single_ms,
         "throughput_rows_per_s": batch_rows / (batch_ms / 1000.0),
-        "flagged": bool(variant != "float32" and schema.task != "regression" and loss > INT8_FLAG_TOLERANCE),
+        "flagged": bool(variant != "float32" and task != "regression" and loss > INT8_FLAG_TOLERANCE),
     }, output
 
 

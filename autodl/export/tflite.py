@@ -76,11 +76,27 @@ def convert(
     def serve(inputs: dict[str, Any]) -> dict[str, Any]:
         return {key: model(inputs, training=False)}
 
+    return convert_function(serve.get_concrete_function(), variant, representative=representative, int8_io=int8_io)
+
+
+def convert_function(
+    function: Any,
+    variant: str,
+    *,
+    representative: dict[str, np.ndarray] | None = None,
+    int8_io: bool = False,
+) -> bytes:
+    """One TFLite flatbuffer of a concrete ``tf.function``, builtin ops only (shared by table and image exports).
+
+    ``representative``: calibration inputs keyed by the function's input tensor names (int8 only).
+    """
+    import tensorflow as tf
+
     # No trackable object passed: with one, a Keras 3 model's weights stay resource variables
     # that the flatbuffer does not even hold (measured: 20 KB instead of 600 KB, READ_VARIABLE
     # ops). Without it the weights are folded, and there is no SignatureDef, so the runner
     # addresses input tensors by name.
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -114,6 +130,9 @@ def convert(
 
 def _representative(rows: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
     n = min(len(next(iter(rows.values()))), REPRESENTATIVE_ROWS)
+    if n < CALIBRATION_BATCH:  # a small training split is still one batch, not none (an uncalibrated model)
+        yield {name: value[:n] for name, value in rows.items()}
+        return
     for start in range(0, n - CALIBRATION_BATCH + 1, CALIBRATION_BATCH):
         yield {name: value[start:start + CALIBRATION_BATCH] for name, value in rows.items()}
 

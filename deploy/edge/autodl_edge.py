@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Run an autodl edge bundle on a CSV: needs only numpy and a LiteRT interpreter.
+"""Run an autodl edge bundle on a CSV or on images: needs only numpy and a LiteRT interpreter.
 
     python autodl_edge.py BUNDLE_DIR data.csv -o predictions.csv [--variant int8]
+    python autodl_edge.py BUNDLE_DIR photo.jpg more_photos/ -o predictions.csv     (an image bundle)
 
 The interpreter comes from ``ai-edge-litert`` (``pip install ai-edge-litert``) or,
 on older boards, ``tflite-runtime``; whichever is installed is used. No
@@ -12,12 +13,22 @@ preprocessing steps run here in numpy because LiteRT's builtin ops cannot run
 them (integer-category lookups, TF-IDF of text columns, date parts); the rest
 (imputation, scaling, string lookups) is inside ``model*.tflite``.
 
+An image bundle (``"input": "image"`` in ``schema.json``) takes image files or
+numpy arrays (``HxWx3`` RGB, any size, values 0-255): they are resized here in
+numpy exactly as autodl's training pipeline resizes them (bilinear, half-pixel
+centres, rounded to whole values). Decoding files uses Pillow when it is
+installed; without it PNG files are still read (zlib and numpy) and other
+formats give a clear error, while arrays always work.
+
 Example (Python):
 
     from autodl_edge import EdgeModel, read_csv
     model = EdgeModel("bundle")
     rows = read_csv("new.csv", model.schema["missing_markers"])
     labels, probabilities = model.predict(rows)
+
+    images = EdgeModel("image_bundle")
+    labels, probabilities = images.predict(["cat.jpg", "dog.png"])   # or a list of HxWx3 arrays
 """
 
 from __future__ import annotations
@@ -28,8 +39,10 @@ import io
 import json
 import math
 import re
+import struct
 import sys
 import time
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -161,8 +174,13 @@ def datetime_parts(seconds: np.ndarray) -> np.ndarray:
     return np.stack([year, month, day, weekday, hour], axis=-1).astype(np.float32)
 
 
-def prepare_inputs(schema: dict[str, Any], columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
-    """Raw column values → float32 / int64 / UTF-8 byte-string arrays, one per model input tensor."""
+def prepare_inputs(schema: dict[str, Any], columns: Any) -> dict[str, np.ndarray]:
+    """Raw column values → float32 / int64 / UTF-8 byte-string arrays, one per model input tensor.
+
+    For an image bundle, ``columns`` is the images instead (see ``image_batch``).
+    """
+    if schema.get("input") == "image":
+        return {schema["input_name"]: image_batch(schema, columns)}
     missing = [c for c in schema["columns_read"] if c not in columns]
     if missing:
         raise SystemExit(f"error: input is missing column(s) {', '.join(missing)} that the model was trained on")
@@ -211,6 +229,199 @@ def numeric_features(columns: dict[str, Sequence[Any]], params: dict[str, Any]) 
         indicators = np.isnan(raw[:, params["missing"]]).astype(np.float32)
         scaled = np.concatenate([scaled, indicators], axis=1)
     return scaled.astype(np.float32)
+
+
+# -- images (image bundles) ------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def resize_bilinear(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """``(h, w, c)`` → float32 ``(height, width, c)``: TensorFlow's bilinear resize, half-pixel centres, no antialias.
+
+    The same arithmetic as ``tf.image.resize(..., "bilinear")`` in float32, so pixels
+    match autodl's training pipeline (to rounding).
+
+    >>> resize_bilinear(np.array([[[0.0], [10.0]]]), (1, 4))[0, :, 0].tolist()
+    [0.0, 2.5, 7.5, 10.0]
+    """
+    height, width = int(size[0]), int(size[1])
+    image = np.asarray(image, dtype=np.float32)
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        scale = np.float32(n_in) / np.float32(n_out)
+        x = (np.arange(n_out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+        floor = np.floor(x)
+        lower = np.maximum(floor, 0).astype(np.int64)
+        upper = np.minimum(np.ceil(x), n_in - 1).astype(np.int64)
+        return lower, upper, (x - floor).astype(np.float32)
+
+    y0, y1, ylerp = axis(image.shape[0], height)
+    x0, x1, xlerp = axis(image.shape[1], width)
+    xlerp = xlerp[None, :, None]
+    top = image[y0][:, x0] + (image[y0][:, x1] - image[y0][:, x0]) * xlerp
+    bottom = image[y1][:, x0] + (image[y1][:, x1] - image[y1][:, x0]) * xlerp
+    return (top + (bottom - top) * ylerp[:, None, None]).astype(np.float32)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """Grey ``(h, w)`` / ``(h, w, 1)``, grey+alpha, RGB or RGBA → ``(h, w, 3)``; alpha is dropped, as TensorFlow does."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise SystemExit(f"error: an image must be (height, width) or (height, width, 1-4 channels), got shape {image.shape}")
+    if image.shape[2] in (1, 2):
+        return np.repeat(image[:, :, :1], 3, axis=2)
+    return image[:, :, :3]
+
+
+def _unfilter_png(raw: np.ndarray, height: int, stride: int, bpp: int) -> np.ndarray:
+    """Undoes the per-row PNG filters (None, Sub, Up, Average, Paeth)."""
+    out = np.zeros((height, stride), dtype=np.uint8)
+    previous = np.zeros(stride, dtype=np.int64)
+    for y in range(height):
+        kind, line = int(raw[y, 0]), raw[y, 1:].astype(np.int64)
+        if kind == 0:
+            row = line
+        elif kind == 1:
+            row = np.zeros(stride, dtype=np.int64)
+            for j in range(bpp):  # each byte adds the one bpp before it: a running sum per byte lane
+                row[j::bpp] = np.cumsum(line[j::bpp]) % 256
+        elif kind == 2:
+            row = (line + previous) % 256
+        elif kind in (3, 4):
+            cur, up = [0] * stride, previous.tolist()
+            values = line.tolist()
+            for i in range(stride):
+                a = cur[i - bpp] if i >= bpp else 0
+                b = up[i]
+                if kind == 3:
+                    cur[i] = (values[i] + (a + b) // 2) & 255
+                    continue
+                c = up[i - bpp] if i >= bpp else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                cur[i] = (values[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+            row = np.asarray(cur, dtype=np.int64)
+        else:
+            raise ValueError(f"bad PNG filter type {kind}")
+        out[y] = row
+        previous = row
+    return out
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """A non-interlaced 8- or 16-bit PNG → uint8 ``(h, w, channels)``, with only zlib and numpy (no Pillow).
+
+    16-bit samples keep their high byte, as TensorFlow's uint8 decode does.
+    """
+    if not data.startswith(_PNG_MAGIC):
+        raise ValueError("not a PNG file")
+    pos, chunks, palette, header = 8, [], None, None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"PLTE":
+            palette = np.frombuffer(body, dtype=np.uint8).reshape(-1, 3)
+        elif kind == b"IDAT":
+            chunks.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None:
+        raise ValueError("PNG without a header")
+    width, height, depth, colour, _, _, interlace = header
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour)
+    if channels is None or interlace or depth not in (8, 16) or (colour == 3 and (depth != 8 or palette is None)):
+        raise ValueError("interlaced or low-bit-depth PNG; install Pillow to read it")
+    bpp = channels * depth // 8
+    raw = np.frombuffer(zlib.decompress(b"".join(chunks)), dtype=np.uint8)[:height * (width * bpp + 1)]
+    pixels = _unfilter_png(raw.reshape(height, width * bpp + 1), height, width * bpp, bpp)
+    if depth == 16:
+        pixels = pixels.reshape(height, width * channels, 2)[:, :, 0]
+    pixels = pixels.reshape(height, width, channels)
+    if colour == 3:
+        pixels = palette[np.minimum(pixels[:, :, 0], len(palette) - 1)]
+    return pixels
+
+
+def read_image(path: str | Path, size: Sequence[int] | None = None) -> np.ndarray:
+    """An image file → uint8 RGB ``(h, w, 3)``, decoded with Pillow when installed (PNG also without it).
+
+    With ``size`` (height, width), a large JPEG is decoded at 1/2, 1/4 or 1/8 scale as autodl's
+    pipeline decodes it (``Image.draft``, the JPEG decoder's own DCT scaling).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SystemExit(f"error: cannot read image '{path}' ({e.strerror or e})") from None
+    try:
+        from PIL import Image
+    except ImportError:
+        if not data.startswith(_PNG_MAGIC):
+            raise SystemExit(f"error: reading '{path}' needs Pillow (pip install Pillow); without it only PNG files "
+                             "are read, or pass numpy arrays") from None
+        try:
+            return as_rgb(decode_png(data))
+        except (ValueError, zlib.error) as e:
+            raise SystemExit(f"error: cannot decode '{path}' ({e})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if size is not None and image.format == "JPEG":
+                image.draft("RGB", (int(size[1]), int(size[0])))
+            return as_rgb(np.asarray(image.convert("RGB")))
+    except (OSError, ValueError, SyntaxError) as e:
+        raise SystemExit(f"error: cannot decode '{path}' ({e})") from None
+
+
+def fit_image(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
+    """One RGB image → float32 ``(height, width, 3)``: as is when already that size, else resized and rounded.
+
+    Rounding to whole values after the resize is what the training pipeline does (it caches uint8).
+    """
+    image = as_rgb(image)
+    if tuple(image.shape[:2]) == (int(size[0]), int(size[1])):
+        return image.astype(np.float32)
+    return np.clip(np.round(resize_bilinear(image, size)), 0.0, 255.0).astype(np.float32)
+
+
+def image_batch(schema: dict[str, Any], images: Any) -> np.ndarray:
+    """Images → the model's float32 ``(n, height, width, 3)`` pixels in [0, 255].
+
+    ``images``: a ``(n, height, width, 3)`` array, or a sequence of file paths and/or
+    ``(h, w[, c])`` arrays of any size.
+    """
+    size = schema["image_size"]
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        images = list(images) if tuple(images.shape[1:]) != (size[0], size[1], 3) else images
+        if isinstance(images, np.ndarray):
+            return images.astype(np.float32)
+    if isinstance(images, (str, Path)):
+        images = [images]
+    out = np.zeros((len(images), int(size[0]), int(size[1]), 3), dtype=np.float32)
+    for i, image in enumerate(images):
+        out[i] = fit_image(read_image(image, size) if isinstance(image, (str, Path)) else image, size)
+    return out
+
+
+def image_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Files and folders (searched recursively, sorted) → the image files among them."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise SystemExit(f"error: '{p}' does not exist")
+    if not found:
+        raise SystemExit(f"error: no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, paths))}")
+    return found
 
 
 # -- per-group fairness thresholds (autodl fit --mitigate threshold) ----------------------------
@@ -288,8 +499,12 @@ class EdgeModel:
             self.output_detail = self.interpreter.get_output_details()[0]
         self._batch = -1
 
-    def inputs(self, columns: dict[str, Sequence[Any]]) -> dict[str, np.ndarray]:
-        """Raw column values → the arrays this variant's interpreter takes."""
+    @property
+    def is_image(self) -> bool:
+        return self.schema.get("input") == "image"
+
+    def inputs(self, columns: Any) -> dict[str, np.ndarray]:
+        """Raw column values (an image bundle: images) → the arrays this variant's interpreter takes."""
         return {name: self._quantize(name, value) for name, value in prepare_inputs(self.schema, columns).items()}
 
     def _quantize(self, name: str, value: np.ndarray) -> np.ndarray:
@@ -320,14 +535,16 @@ class EdgeModel:
             out = (out.astype(np.float32) - zero_point) * scale
         return np.asarray(out, dtype=np.float32)
 
-    def predict_output(self, columns: dict[str, Sequence[Any]], batch_size: int = 1024) -> np.ndarray:
-        """Probabilities ``(rows, classes)`` or values ``(rows,)``."""
+    def predict_output(self, columns: Any, batch_size: int | None = None) -> np.ndarray:
+        """Probabilities ``(rows, classes)`` or values ``(rows,)``; an image bundle takes images (``image_batch``)."""
+        # Images are large: smaller batches keep the interpreter's buffers small.
+        batch_size = batch_size or (32 if self.is_image else 1024)
         feeds = self.inputs(columns)
         n = len(next(iter(feeds.values())))
         parts = [self.raw_output({k: v[i:i + batch_size] for k, v in feeds.items()}) for i in range(0, n, batch_size)]
         return np.concatenate(parts) if parts else np.zeros((0,), dtype=np.float32)
 
-    def predict(self, columns: dict[str, Sequence[Any]]) -> tuple[list[Any], np.ndarray]:
+    def predict(self, columns: Any) -> tuple[list[Any], np.ndarray]:
         """Labels (or values) and the raw output.
 
         A bundle exported from a run mitigated with per-group thresholds carries them;
@@ -352,17 +569,20 @@ class EdgeModel:
         return [self.labels[int(i)] for i in chosen], output
 
 
-def write_predictions(path: str | Path | None, schema: dict[str, Any], labels: list[Any], output: np.ndarray, classes: Sequence[Any]) -> None:
-    """The same columns as ``autodl predict``: prediction, then proba_<class> for classifiers."""
+def write_predictions(path: str | Path | None, schema: dict[str, Any], labels: list[Any], output: np.ndarray,
+                      classes: Sequence[Any], paths: Sequence[str | Path] | None = None) -> None:
+    """The same columns as ``autodl predict``: prediction, then proba_<class> for classifiers (``path`` first for images)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
+    first = ["path"] if paths is not None else []
+    keys = [[str(p)] for p in paths] if paths is not None else [[] for _ in labels]
     if schema["task"] == "regression":
-        writer.writerow(["prediction"])
-        writer.writerows([[repr(float(v))] for v in output])
+        writer.writerow(first + ["prediction"])
+        writer.writerows([key + [repr(float(v))] for key, v in zip(keys, output)])
     else:
-        writer.writerow(["prediction"] + [f"proba_{c}" for c in classes])
-        for label, row in zip(labels, output):
-            writer.writerow([label] + [repr(float(p)) for p in row])
+        writer.writerow(first + ["prediction"] + [f"proba_{c}" for c in classes])
+        for key, label, row in zip(keys, labels, output):
+            writer.writerow(key + [label] + [repr(float(p)) for p in row])
     if path is None:
         sys.stdout.write(buffer.getvalue())
     else:
@@ -370,18 +590,26 @@ def write_predictions(path: str | Path | None, schema: dict[str, Any], labels: l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Predict a CSV with an autodl edge bundle (numpy + LiteRT only).")
+    parser = argparse.ArgumentParser(description="Predict a CSV or images with an autodl edge bundle (numpy + LiteRT only).")
     parser.add_argument("bundle", help="bundle directory (schema.json, labels.json, model*.tflite)")
-    parser.add_argument("data", help="CSV with the columns the model was trained on")
+    parser.add_argument("data", nargs="+",
+                        help="CSV with the columns the model was trained on; for an image bundle, image files and/or folders")
     parser.add_argument("-o", "--output", help="CSV to write (default: standard output)")
     parser.add_argument("--variant", help="float32, float16, dynamic or int8 (default: the bundle's choice)")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     model = EdgeModel(args.bundle, args.variant, args.threads)
-    columns = read_csv(args.data, model.schema["missing_markers"])
-    labels, output = model.predict(columns)
-    write_predictions(args.output, model.schema, labels, output, model.labels)
+    if model.is_image:
+        paths = image_files(args.data)
+        labels, output = model.predict([str(p) for p in paths])
+        write_predictions(args.output, model.schema, labels, output, model.labels, paths=paths)
+    else:
+        if len(args.data) != 1:
+            parser.error("a table bundle predicts one CSV file")
+        columns = read_csv(args.data[0], model.schema["missing_markers"])
+        labels, output = model.predict(columns)
+        write_predictions(args.output, model.schema, labels, output, model.labels)
     print(f"{len(labels)} rows predicted with {model.variant} on {model.runtime} in {time.perf_counter() - start:.2f} s",
           file=sys.stderr)
     return 0
