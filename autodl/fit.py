@@ -95,7 +95,9 @@ class FitConfig:
         if self.models:
             from autodl import zoo
 
-            known = [e.card.name for e in zoo.list_entries(kind)]
+            # A table's search chooses architectures and, for text columns, text encoders.
+            kinds = ("tabular", "text") if kind == "tabular" else (kind,)
+            known = [e.card.name for k in kinds for e in zoo.list_entries(k)]
             unknown = [m for m in self.models if m not in known]
             if unknown:
                 raise UserError(f"unknown {kind} model {unknown[0]!r}; choose from: {', '.join(known)}")
@@ -243,7 +245,7 @@ def prepare(
         test_frame = labelled.iloc[split.test].reset_index(drop=True)
     pool_rows = np.concatenate([split.train, split.valid])
     folds = None
-    n_folds = resolve_cv(config.cv, len(pool_rows))
+    n_folds = resolve_cv(config.cv, len(pool_rows), text=any(c.kind == "text" for c in schema.features))
     if n_folds:
         folds = kfold_indices(
             data.y[pool_rows], k=n_folds, stratify=stratify, seed=config.seed, class_names=schema.classes  # type: ignore[index]
@@ -292,10 +294,15 @@ def to_data(df: pd.DataFrame, schema: Schema) -> ModelData:
     return ModelData(to_model_inputs(df, schema), y, weight)
 
 
-def resolve_cv(cv: int | str | None, n_rows: int) -> int:
-    """Number of folds, or 0 for a single validation split."""
+def resolve_cv(cv: int | str | None, n_rows: int, *, text: bool = False) -> int:
+    """Number of folds, or 0 for a single validation split.
+
+    ``auto`` cross-validates small tables, but not tables with text: a text
+    encoder costs many times a tabular model per epoch, and five folds would
+    leave a budget room for one or two of them.
+    """
     if cv == "auto":
-        return 5 if n_rows <= SMALL_DATA_ROWS else 0
+        return 5 if n_rows <= SMALL_DATA_ROWS and not text else 0
     if cv in (None, 0, "0", "none"):
         return 0
     return int(cv)  # type: ignore[arg-type]
@@ -338,12 +345,36 @@ class Final:
     valid_score: float
 
 
-def warm_start_config(architecture: str) -> dict[str, Any]:
-    """The first trial of each architecture: its defaults, at a learning rate it trains well with."""
+def warm_start_config(architecture: str, text_model: str | None = None) -> dict[str, Any]:
+    """The first trial of each architecture (and text encoder): its defaults, at a learning rate it trains well with."""
     config: dict[str, Any] = {"architecture": architecture}
-    if architecture == "ft_transformer":
+    if text_model is not None:
+        config["text_model"] = text_model
+    if architecture == "ft_transformer" or text_model in ("text_transformer", "minilm"):
         config["learning_rate"] = 3e-4  # attention is less stable at 1e-3 (the paper tunes 1e-5..1e-3)
     return config
+
+
+def search_space(schema: Schema, models: tuple[str, ...] | None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Architectures, text encoders (when there are text columns) and the warm-start trials.
+
+    A table of text only needs no tabular architecture beyond a head: the MLP.
+    Warm start: every architecture with the first text encoder, then every other
+    encoder with the first architecture, so a short budget sees each once.
+    """
+    from autodl import zoo
+
+    tabular = [e.card.name for e in zoo.list_entries("tabular")]
+    texts = [e.card.name for e in zoo.list_entries("text")]
+    has_text = any(c.kind == "text" for c in schema.features)
+    text_only = has_text and all(c.kind == "text" for c in schema.features)
+    architectures = [m for m in models or () if m in tabular] or (["mlp"] if text_only else tabular)
+    text_models = ([m for m in models or () if m in texts] or texts) if has_text else []
+    if not text_models:
+        return architectures, [], [warm_start_config(a) for a in architectures]
+    initial = [warm_start_config(a, text_models[0]) for a in architectures]
+    initial += [warm_start_config(architectures[0], t) for t in text_models[1:]]
+    return architectures, text_models, initial
 
 
 def search(
@@ -352,7 +383,6 @@ def search(
     """Runs (or resumes) the keras-tuner search; returns the tuner with its trials."""
     import keras_tuner as kt
 
-    from autodl import zoo
     from autodl.features import fit_stats
     from autodl.search import AutoTuner, Budget, TabularHyperModel, make_oracle
 
@@ -360,16 +390,20 @@ def search(
     pool_rows = np.concatenate([split.train, split.valid])
     train_rows = pool_rows if prepared.folds else split.train
     stats = fit_stats(data.take(train_rows).x, prepared.schema)
-    architectures = list(config.models or [e.card.name for e in zoo.list_entries("tabular")])
+    for column, text in stats.texts.items():
+        if text.n_truncated:
+            reporter.message(f"text column '{column}': {text.n_truncated} of {len(train_rows)} training texts are longer "
+                             f"than {text.sequence_length} words; sequence models read their first {text.sequence_length}")
+    architectures, text_models, initial = search_space(prepared.schema, config.models)
     n_train = len(prepared.folds[0][0]) if prepared.folds else len(split.train)
     hypermodel = TabularHyperModel(
-        prepared.schema, stats, n_train_rows=n_train, architectures=architectures, metric=metric,
-        target_mean=prepared.target_mean, target_std=prepared.target_std,
+        prepared.schema, stats, n_train_rows=n_train, architectures=architectures, text_models=text_models,
+        metric=metric, target_mean=prepared.target_mean, target_std=prepared.target_std,
     )
     objective = kt.Objective(f"val_{metric}", metrics_lib.direction(metric))
     oracle = make_oracle(
         config.tuner, objective, max_trials=config.max_trials, seed=config.seed,
-        initial_configs=[warm_start_config(a) for a in architectures], max_epochs=config.max_epochs,
+        initial_configs=initial, max_epochs=config.max_epochs,
     )
     tuner = AutoTuner(
         oracle=oracle, hypermodel=hypermodel, directory=str(run.path), project_name="tuner",
@@ -411,7 +445,9 @@ def finalize(
         # One fold's training is roughly a trial's time / folds; all rows cost a bit more.
         expected = seconds / n_folds * 1.3
         if deadline is None or time.monotonic() + expected < deadline:
-            reporter.message(f"refit: {best.hyperparameters.values['architecture']} on all {len(pool)} rows, {epochs} epochs")
+            from autodl.search.tuner import describe_model
+
+            reporter.message(f"refit: {describe_model(best.hyperparameters.values)} on all {len(pool)} rows, {epochs} epochs")
             model = refit(tuner.hypermodel, best.hyperparameters, pool, epochs=epochs, seed=config.seed, deadline=deadline)
             return Final(
                 model, "refit", [best.trial_id],
@@ -473,6 +509,8 @@ def prediction_frame(schema: Schema, output: np.ndarray) -> pd.DataFrame:
 
 
 def leaderboard_frame(tuner: Any, metric: str) -> pd.DataFrame:
+    from autodl.search.tuner import describe_model
+
     rows = []
     ranked_ids = [t.trial_id for t in tuner.ranked_trials()]
     for trial in tuner.oracle.trials.values():
@@ -482,7 +520,7 @@ def leaderboard_frame(tuner: Any, metric: str) -> pd.DataFrame:
             {
                 "rank": ranked_ids.index(trial.trial_id) + 1 if trial.trial_id in ranked_ids else None,
                 "trial": trial.trial_id,
-                "architecture": values.get("architecture"),
+                "architecture": describe_model(values),
                 f"val_{metric}": None if trial.score is None else float(trial.score),
                 "epochs": tuner.best_epoch(trial) if trial.status == "COMPLETED" else None,
                 "seconds": round(log.get("seconds", math.nan), 2),
@@ -564,6 +602,7 @@ def run_fit(
             "source": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>",
             "fingerprint": fingerprint,
             "rows": int(len(df)),
+            "replaced_bytes": int(df.attrs.get("replaced_bytes", 0)),
             "test_source": None if test_data is None else (str(test_data) if not isinstance(test_data, pd.DataFrame) else "<DataFrame>"),
         },
         "task": schema.task,
@@ -663,6 +702,13 @@ def run_fit(
         leaderboard=json.loads(leaderboard.drop(columns=["hyperparameters"]).to_json(orient="records")),
         timings={k: round(v, 2) for k, v in timings.items()},
     )
+    texts = getattr(getattr(tuner.hypermodel, "stats", None), "texts", {})
+    if texts:
+        manifest["text_columns"] = {
+            column: {"sequence_length": t.sequence_length, "truncated_training_texts": t.n_truncated,
+                     "words": len(t.tokens), "ngrams": len(t.ngrams)}
+            for column, t in texts.items()
+        }
     manifest["run_dir"] = str(run.path)
     manifest["disk_bytes"] = run.size_bytes()
     run.write_manifest(manifest)

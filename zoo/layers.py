@@ -1,4 +1,4 @@
-"""Keras 3 layers used by the zoo's tabular architectures.
+"""Keras 3 layers used by the zoo's tabular and text architectures.
 
 Every layer computes with ``keras.ops`` only (no string ops, no Python
 callbacks, weights of static shape), is registered for safe ``.keras``
@@ -27,6 +27,7 @@ __all__ = [
     "CategoricalTokenizer",
     "NumericTokenizer",
     "PeriodicEmbedding",
+    "PositionEmbedding",
     "ReGLU",
     "TakeFirstToken",
 ]
@@ -282,3 +283,37 @@ class PeriodicEmbedding(keras.layers.Layer):
             "d_embedding": self.d_embedding,
             "lite": self.lite,
         }
+
+
+@keras.saving.register_keras_serializable(package="autodl")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned vector per position: ``(batch, length, d) -> (batch, length, d)``.
+
+    Self-attention ignores order; this tells each token where it is. ``length`` is
+    fixed (the texts are padded or truncated to it), so the table has a static shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> tuple(PositionEmbedding(5, 4)(np.zeros((2, 5, 4), "float32")).shape)
+    (2, 5, 4)
+    """
+
+    def __init__(self, length: int, d: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.length = int(length)
+        self.d = int(d)
+
+    def build(self, input_shape: Sequence[int | None]) -> None:
+        self.positions = self.add_weight(
+            shape=(self.length, self.d), initializer=keras.initializers.RandomNormal(stddev=0.02), name="positions"
+        )
+
+    def call(self, inputs: Any) -> Any:
+        return inputs + ops.expand_dims(self.positions, 0)
+
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
+        return tuple(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "length": self.length, "d": self.d}

@@ -14,6 +14,10 @@ card's ``task``:
   architectural blocks from the input up (top block last), which the
   fine-tuning recipe unfreezes from the top; and, when pretrained,
   ``card.pretrained`` (see ``autodl.zoo.weights``).
+- ``"text"``: ``build(hp, text, stats) -> keras tensor``: one text column's raw
+  strings ``(batch,)`` (``tf.string``) in, its representation ``(batch, d)`` out,
+  with the tokenizer inside the model; ``stats`` (``TextStats``) is what the
+  training split taught (vocabularies, IDF weights, sequence length).
 
 The search only chooses among registered entries, so adding an architecture is
 one new module and one ``register`` call.
@@ -48,13 +52,37 @@ class EncodedFeatures:
         categorical: one ``(batch,)`` int tensor per categorical column, with
             values in ``[0, cardinality)`` (index 0 is the out-of-vocabulary bucket).
         cardinalities: the cardinality of each categorical tensor, same order.
-        text: ``(batch, n_terms)`` float32 TF-IDF features, or ``None``.
+        text: ``(batch, d)`` float32: the text columns' representations from a text
+            entry (TF-IDF n-grams, a CNN, a BiLSTM, a Transformer encoder), or ``None``.
     """
 
     numeric: Any | None
     categorical: tuple[Any, ...] = ()
     cardinalities: tuple[int, ...] = ()
     text: Any | None = None
+
+
+@dataclass(frozen=True)
+class TextStats:
+    """What one text column's training values teach its encoders.
+
+    Texts are standardized as Keras ``TextVectorization`` does by default (lower
+    case, punctuation stripped, split on whitespace), which the edge runner
+    reproduces in plain Python.
+
+    Attributes:
+        tokens: word vocabulary for sequence models, most frequent first.
+        ngrams: word and word-pair vocabulary for bag-of-n-grams models, most frequent first.
+        idf: the IDF weight of each of ``ngrams`` (``log(1 + n / (1 + df))``, as Keras computes it).
+        sequence_length: tokens a sequence model reads per text; longer texts are truncated.
+        n_truncated: training texts longer than ``sequence_length`` (reported, not an error).
+    """
+
+    tokens: list[str]
+    ngrams: list[str]
+    idf: list[float]
+    sequence_length: int
+    n_truncated: int = 0
 
 
 @dataclass(frozen=True)
@@ -175,4 +203,5 @@ def list_entries(task: str | None = None) -> list[ZooEntry]:
 def _load_builtin() -> None:
     # Importing the family packages runs their register() calls.
     from autodl.zoo import tabular  # noqa: F401
+    from autodl.zoo import text  # noqa: F401
     from autodl.zoo import vision  # noqa: F401

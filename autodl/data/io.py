@@ -29,6 +29,7 @@ import io
 import lzma
 import os
 import re
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import IO, Callable
@@ -108,28 +109,52 @@ def _read_csv(p: Path, role: str) -> pd.DataFrame:
     sep = "\t" if _format_suffix(p) == ".tsv" else sniff_delimiter(text)
     _check_header(text, sep, p, role)
     # utf-8-sig drops a BOM that would otherwise glue itself to the first column name.
-    for encoding in ("utf-8-sig", "latin-1"):
-        try:
-            df = pd.read_csv(
-                p,
-                sep=sep,
-                skipinitialspace=True,
-                na_values=list(MISSING_MARKERS),
-                keep_default_na=True,
-                encoding=encoding,
-                low_memory=False,
-            )
-            return _decimal_commas(df) if sep == ";" else df
-        except UnicodeDecodeError:
-            continue  # latin-1 decodes any byte sequence, so the loop always ends in a return or raise
-        except pd.errors.EmptyDataError as exc:
-            raise DataError(f"{role} file '{p}' has no columns; pass a CSV file with a header and rows") from exc
-        except (pd.errors.ParserError, ValueError, csv.Error) as exc:
-            raise DataError(
-                f"could not parse {role} file '{p}' (delimiter {sep!r}): {_short(exc)}; "
-                "check that every row has as many fields as the header and quotes are balanced"
-            ) from exc
-    raise AssertionError("unreachable: latin-1 decoding cannot fail")
+    try:
+        df = _parse_csv(p, sep, role, encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        bad, good = _utf8_damage(p)
+        if good <= bad:
+            # Legacy 8-bit text (Windows-1252 spreadsheets): latin-1 reads every byte as a character.
+            df = _parse_csv(p, sep, role, encoding="latin-1")
+        else:
+            # UTF-8 text with a few broken bytes: keep the UTF-8 and mark only the broken ones.
+            df = _parse_csv(p, sep, role, encoding="utf-8-sig", encoding_errors="replace")
+            df.attrs["replaced_bytes"] = bad
+            warnings.warn(f"{role} file '{p}': {bad} byte sequence(s) that are not valid UTF-8 were replaced "
+                          "with U+FFFD", UserWarning, stacklevel=3)
+    return _decimal_commas(df) if sep == ";" else df
+
+
+def _parse_csv(p: Path, sep: str, role: str, *, encoding: str, encoding_errors: str = "strict") -> pd.DataFrame:
+    try:
+        return pd.read_csv(
+            p,
+            sep=sep,
+            skipinitialspace=True,
+            na_values=list(MISSING_MARKERS),
+            keep_default_na=True,
+            encoding=encoding,
+            encoding_errors=encoding_errors,
+            low_memory=False,
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{role} file '{p}' has no columns; pass a CSV file with a header and rows") from exc
+    except (pd.errors.ParserError, ValueError, csv.Error) as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            raise
+        raise DataError(
+            f"could not parse {role} file '{p}' (delimiter {sep!r}): {_short(exc)}; "
+            "check that every row has as many fields as the header and quotes are balanced"
+        ) from exc
+
+
+def _utf8_damage(p: Path) -> tuple[int, int]:
+    """Invalid UTF-8 sequences, and valid non-ASCII characters, in the whole file."""
+    opener = _OPENERS.get(p.suffix.lower()) or open
+    with opener(p, "rb") as f:
+        text = f.read().decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    return bad, sum(1 for ch in text if ord(ch) > 127) - bad
 
 
 def _format_suffix(p: Path) -> str:

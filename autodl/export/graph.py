@@ -45,7 +45,9 @@ class HostStep:
 
     ``op`` is ``"integer_lookup"`` (``params``: ``vocabulary``, index 0 is the OOV
     bucket), ``"tfidf"`` (``vocabulary`` with ``[UNK]`` first, ``idf``, ``standardize``,
-    ``split``) or ``"numeric"`` (the numeric block: ``columns`` with their kinds (dates expand to
+    ``split``, ``ngrams``: 1 for words, 2 for words and word pairs), ``"token_ids"``
+    (``vocabulary`` with padding and ``[UNK]`` first, ``sequence_length``: word indices
+    padded with 0 or truncated) or ``"numeric"`` (the numeric block: ``columns`` with their kinds (dates expand to
     year, month, day, weekday, hour), median ``fill``, ``quantile`` or ``standard`` scaling, and the
     ``missing`` indicator columns). ``column`` is the first column read.
     """
@@ -290,18 +292,23 @@ def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
         return HostStep(f"{layer_name(column)}__index", "integer_lookup", column, "int64", None, {"vocabulary": vocabulary})
     if isinstance(layer, keras.layers.TextVectorization):
         config = layer.get_config()
-        unsupported = {
-            "output_mode": (config["output_mode"], "tf_idf"),
-            "standardize": (config["standardize"], "lower_and_strip_punctuation"),
-            "split": (config["split"], "whitespace"),
-            "ngrams": (config["ngrams"], None),
+        mode = config["output_mode"]
+        expected = {
+            "output_mode": (mode, ("tf_idf", "int")),
+            "standardize": (config["standardize"], ("lower_and_strip_punctuation",)),
+            "split": (config["split"], ("whitespace",)),
+            "ngrams": (config["ngrams"], (None, 2) if mode == "tf_idf" else (None,)),
         }
-        for key, (value, expected) in unsupported.items():
-            if value != expected:
-                raise RunError(f"TextVectorization '{layer.name}' uses {key}={value!r}; the edge runner implements {expected!r}")
+        for key, (value, allowed) in expected.items():
+            if value not in allowed:
+                raise RunError(f"TextVectorization '{layer.name}' uses {key}={value!r}; the edge runner implements {allowed!r}")
         vocabulary = [str(v) for v in layer.get_vocabulary()]
+        params: dict[str, Any] = {"vocabulary": vocabulary, "standardize": config["standardize"], "split": config["split"]}
+        if mode == "int":
+            # Index 0 pads, 1 is "[UNK]"; the runner maps tokens the same way and pads or truncates.
+            params["sequence_length"] = int(config["output_sequence_length"])
+            return HostStep(f"{layer_name(column)}__tokens", "token_ids", column, "int64", params["sequence_length"], params)
         idf = np.asarray(layer._lookup_layer.idf_weights_const, dtype="float32")  # noqa: SLF001
-        params = {"vocabulary": vocabulary, "idf": [float(v) for v in idf], "standardize": config["standardize"],
-                  "split": config["split"]}
+        params.update(idf=[float(v) for v in idf], ngrams=int(config["ngrams"] or 1))
         return HostStep(f"{layer_name(column)}__tfidf", "tfidf", column, "float32", len(vocabulary), params)
     raise RunError(f"no edge implementation for layer '{layer.name}' ({type(layer).__name__})")

@@ -25,10 +25,16 @@ import pandas as pd
 
 from autodl.data.schema import Schema
 from autodl.features.layers import DateTimeParts
+from autodl.zoo.registry import TextStats
 
 N_QUANTILES = 32
 MAX_CATEGORIES = 1000
-MAX_TEXT_TOKENS = 5000
+MAX_TEXT_TOKENS = 20000
+# Sequence models read at most this many tokens per text, and at least this many.
+MAX_SEQUENCE_LENGTH = 256
+MIN_SEQUENCE_LENGTH = 8
+# The sequence length covers this share of the training texts whole.
+SEQUENCE_COVERAGE = 0.95
 
 
 @dataclass
@@ -42,8 +48,7 @@ class FeatureStats:
     quantiles: list[list[float]] = field(default_factory=list)
     missing_columns: list[int] = field(default_factory=list)  # numeric block positions that had NaN
     vocabularies: dict[str, list[Any]] = field(default_factory=dict)
-    text_vocabularies: dict[str, list[str]] = field(default_factory=dict)
-    text_idf: dict[str, list[float]] = field(default_factory=dict)
+    texts: dict[str, TextStats] = field(default_factory=dict)
 
 
 def numeric_block(x: dict[str, np.ndarray], schema: Schema) -> tuple[list[str], np.ndarray]:
@@ -89,9 +94,7 @@ def fit_stats(x: dict[str, np.ndarray], schema: Schema, *, n_quantiles: int = N_
         if col.kind == "categorical":
             stats.vocabularies[col.name] = category_vocabulary(x[col.name], integer=col.storage == "int")
         elif col.kind == "text":
-            vocab, idf = text_vocabulary(x[col.name])
-            stats.text_vocabularies[col.name] = vocab
-            stats.text_idf[col.name] = idf
+            stats.texts[col.name] = text_stats(x[col.name])
     return stats
 
 
@@ -114,22 +117,48 @@ def category_vocabulary(values: np.ndarray, *, integer: bool, max_categories: in
     return [str(v) for v in kept.index]
 
 
-def text_vocabulary(values: np.ndarray, max_tokens: int = MAX_TEXT_TOKENS) -> tuple[list[str], list[float]]:
-    """Vocabulary (most frequent tokens) and IDF weights for a TF-IDF ``TextVectorization``.
+def standardize(text: Any) -> list[str]:
+    """Tokens of ``text`` as Keras ``TextVectorization`` makes them by default: lower case, no punctuation, whitespace split.
 
-    Tokenized like the layer's default standardization (lower case, punctuation
-    stripped, split on whitespace); IDF as Keras computes it on adapt:
-    ``log(1 + n_docs / (1 + doc_frequency))``.
+    Only ASCII letters are lowered, as ``tf.strings.lower`` does: "É" stays "É".
+    """
+    return _PUNCTUATION.sub("", str(text).translate(_ASCII_LOWER)).split()
+
+
+def text_stats(values: np.ndarray, *, max_tokens: int = MAX_TEXT_TOKENS) -> TextStats:
+    """Vocabularies, IDF weights and sequence length of one text column's training values.
+
+    Word pairs seen in a single document are left out of the n-gram vocabulary:
+    there are many of them and they only teach the model to memorize.
+
+    >>> stats = text_stats(np.array(["Good film!", "good plot, bad film", "bad"], dtype=object))
+    >>> stats.tokens[:3], stats.ngrams[:3], stats.sequence_length
+    (['bad', 'film', 'good'], ['bad', 'film', 'good'], 8)
     """
     doc_freq: dict[str, int] = {}
-    for text in values:
-        for token in set(_PUNCTUATION.sub("", str(text).lower()).split()):
+    pair_freq: dict[str, int] = {}
+    lengths = np.zeros(len(values), dtype=np.int64)
+    for i, text in enumerate(values):
+        tokens = standardize(text)
+        lengths[i] = len(tokens)
+        for token in set(tokens):
             doc_freq[token] = doc_freq.get(token, 0) + 1
-    ranked = sorted(doc_freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_tokens]
+        for pair in {f"{a} {b}" for a, b in zip(tokens, tokens[1:])}:
+            pair_freq[pair] = pair_freq.get(pair, 0) + 1
+    words = sorted(doc_freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_tokens]
+    pairs = [(p, df) for p, df in pair_freq.items() if df >= 2]
+    ngrams = sorted(words + pairs, key=lambda kv: (-kv[1], kv[0]))[:max_tokens]
     n_docs = max(len(values), 1)
-    vocab = [token for token, _ in ranked]
-    idf = [float(np.log1p(n_docs / (1.0 + df))) for _, df in ranked]
-    return vocab, idf
+    covered = int(np.ceil(np.quantile(lengths, SEQUENCE_COVERAGE))) if len(lengths) else MIN_SEQUENCE_LENGTH
+    length = int(min(MAX_SEQUENCE_LENGTH, max(MIN_SEQUENCE_LENGTH, -(-covered // 8) * 8)))  # a multiple of 8
+    return TextStats(
+        tokens=[w for w, _ in words],
+        ngrams=[g for g, _ in ngrams],
+        idf=[float(np.log1p(n_docs / (1.0 + df))) for _, df in ngrams],
+        sequence_length=length,
+        n_truncated=int((lengths > length).sum()),
+    )
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _PUNCTUATION = re.compile(r'[!"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~\']')

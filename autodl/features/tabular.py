@@ -14,14 +14,17 @@ Example:
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import keras
 
 from autodl.data.schema import ColumnSpec, Schema
 from autodl.features.layers import DateTimeParts, ImputeMissing, MissingIndicator, QuantileTransform
 from autodl.features.stats import FeatureStats, fit_stats  # noqa: F401  (fit_stats: docstring example)
-from autodl.zoo import EncodedFeatures
+from autodl.zoo import EncodedFeatures, TextStats
+
+TextEncoder = Callable[[Any, TextStats, str], Any]
+"""``encoder(text, stats, name) -> (batch, d)``: one text column's strings to its representation."""
 
 NUMERIC_TRANSFORMS: tuple[str, ...] = ("quantile", "standard")
 # Names of the numeric preprocessing layers ``encode`` creates (per-column ones end in a suffix):
@@ -49,17 +52,31 @@ def make_inputs(schema: Schema) -> dict[str, Any]:
 
 
 def build_inputs(
-    schema: Schema, stats: FeatureStats, *, numeric_transform: str = "quantile"
+    schema: Schema, stats: FeatureStats, *, numeric_transform: str = "quantile", text_encoder: TextEncoder | None = None
 ) -> tuple[dict[str, Any], EncodedFeatures]:
-    """Model inputs and the encoded tensors a zoo builder consumes."""
+    """Model inputs and the encoded tensors a zoo builder consumes.
+
+    ``text_encoder`` turns each text column into its representation (a zoo text
+    entry's ``build`` with the trial's hyperparameters); by default, TF-IDF of
+    words and word pairs (``bag_of_ngrams`` at its defaults).
+    """
     if numeric_transform not in NUMERIC_TRANSFORMS:
         raise ValueError(f"numeric_transform must be one of {NUMERIC_TRANSFORMS}")
     inputs = make_inputs(schema)
-    return inputs, encode(inputs, schema, stats, numeric_transform=numeric_transform)
+    return inputs, encode(inputs, schema, stats, numeric_transform=numeric_transform, text_encoder=text_encoder)
+
+
+def default_text_encoder(text: Any, stats: TextStats, name: str) -> Any:
+    import keras_tuner as kt
+
+    from autodl import zoo
+
+    return zoo.get("bag_of_ngrams").build(kt.HyperParameters(), text, stats, name=name)
 
 
 def encode(
-    inputs: dict[str, Any], schema: Schema, stats: FeatureStats, *, numeric_transform: str = "quantile"
+    inputs: dict[str, Any], schema: Schema, stats: FeatureStats, *, numeric_transform: str = "quantile",
+    text_encoder: TextEncoder | None = None,
 ) -> EncodedFeatures:
     numeric_parts: list[Any] = []
     categorical: list[Any] = []
@@ -76,14 +93,7 @@ def encode(
             categorical.append(index)
             cardinalities.append(cardinality)
         elif col.kind == "text":
-            texts.append(
-                keras.layers.TextVectorization(
-                    vocabulary=stats.text_vocabularies[col.name],
-                    idf_weights=stats.text_idf[col.name],
-                    output_mode="tf_idf",
-                    name=f"{layer_name(col.name)}_tfidf",
-                )(x)
-            )
+            texts.append((text_encoder or default_text_encoder)(x, stats.texts[col.name], layer_name(col.name)))
     numeric = None
     if numeric_parts:
         raw = numeric_parts[0] if len(numeric_parts) == 1 else keras.layers.Concatenate(name="numeric_raw")(numeric_parts)

@@ -1,8 +1,11 @@
 """What to build: one keras-tuner HyperModel over the registered tabular zoo entries.
 
 The HyperModel chooses the architecture (and, inside a conditional scope, that
-architecture's own hyperparameters from its zoo builder), the numeric
-transform, and the training recipe's optimizer settings and batch size.
+architecture's own hyperparameters from its zoo builder), the encoder of any
+text columns (a zoo text entry, with its own hyperparameters likewise), the
+numeric transform, and the training recipe's optimizer settings and batch size.
+A table of text columns only is one model: the text encoder, then the
+architecture as its head; text beside other columns is one branch of the model.
 
 Example:
 
@@ -57,6 +60,7 @@ class TabularHyperModel(kt.HyperModel):
         *,
         n_train_rows: int,
         architectures: Sequence[str] | None = None,
+        text_models: Sequence[str] | None = None,
         metric: str = "accuracy",
         patience: int = 8,
         target_mean: float = 0.0,
@@ -67,6 +71,9 @@ class TabularHyperModel(kt.HyperModel):
         self.stats = stats
         self.n_train_rows = n_train_rows
         self.architectures = list(architectures or [e.card.name for e in zoo.list_entries("tabular")])
+        # Text columns get one encoder per trial, chosen among these (none without text columns).
+        has_text = any(c.kind == "text" for c in schema.features)
+        self.text_models = list(text_models or [e.card.name for e in zoo.list_entries("text")]) if has_text else []
         self.metric = metric
         self.patience = patience
         # Regression heads learn a standardized target; Rescaling maps back to the user's units.
@@ -78,7 +85,15 @@ class TabularHyperModel(kt.HyperModel):
         transform = hp.Choice("numeric_transform", list(NUMERIC_TRANSFORMS), default="quantile")
         learning_rate = hp.Float("learning_rate", 1e-4, 3e-3, sampling="log", default=1e-3)
         weight_decay = hp.Choice("weight_decay", [0.0, 1e-5, 1e-4, 1e-3], default=1e-5)
-        inputs, features = build_inputs(self.schema, self.stats, numeric_transform=transform)
+        text_encoder = None
+        if self.text_models:
+            text_model = hp.Choice("text_model", self.text_models, default=self.text_models[0])
+
+            def text_encoder(text: Any, stats: Any, name: str) -> Any:
+                with hp.conditional_scope("text_model", [text_model]):
+                    return zoo.get(text_model).build(hp, text, stats, name=name)
+
+        inputs, features = build_inputs(self.schema, self.stats, numeric_transform=transform, text_encoder=text_encoder)
         with hp.conditional_scope("architecture", [architecture]):
             representation = zoo.get(architecture).build(hp, features)
         output = output_head(representation, self.schema)

@@ -330,7 +330,14 @@ class ImageTuner(AutoTuner):
 
 
 def architecture_of(trial: Any) -> str:
-    return str(trial.hyperparameters.values.get("architecture", "?"))
+    """``mlp``, or ``mlp+textcnn`` when the trial also chose a text encoder."""
+    return describe_model(trial.hyperparameters.values)
+
+
+def describe_model(values: dict[str, Any]) -> str:
+    text_model = values.get("text_model")
+    architecture = str(values.get("architecture", "?"))
+    return architecture if text_model is None else f"{architecture}+{text_model}"
 
 
 def _score(trial: Any) -> float:

@@ -147,14 +147,31 @@ def integer_lookup(values: np.ndarray, vocabulary: Sequence[int]) -> np.ndarray:
     return np.asarray([index.get(int(v), 0) for v in values], dtype=np.int64)
 
 
-def tfidf(texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float]) -> np.ndarray:
-    """Keras TextVectorization(output_mode="tf_idf", lower_and_strip_punctuation, whitespace split)."""
+def words(text: str) -> list[str]:
+    """Keras TextVectorization's default standardization: ASCII lower case, punctuation stripped, whitespace split."""
+    return _PUNCTUATION.sub("", text.translate(_ASCII_LOWER)).split()
+
+
+def tfidf(texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float], ngrams: int = 1) -> np.ndarray:
+    """Keras TextVectorization(output_mode="tf_idf", ngrams=None or 2): counts of words (and word pairs) times IDF."""
     index = {w: i for i, w in enumerate(vocabulary)}
     counts = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
     for row, text in enumerate(texts):
-        for token in _PUNCTUATION.sub("", text.translate(_ASCII_LOWER)).split():
-            counts[row, index.get(token, 0)] += 1.0
+        tokens = words(text)
+        terms = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if ngrams == 2 else tokens
+        for term in terms:
+            counts[row, index.get(term, 0)] += 1.0
     return counts * np.asarray(idf, dtype=np.float32)
+
+
+def token_ids(texts: Sequence[str], vocabulary: Sequence[str], sequence_length: int) -> np.ndarray:
+    """Keras TextVectorization(output_mode="int"): word indices (1 for unknown words), padded with 0, truncated."""
+    index = {w: i for i, w in enumerate(vocabulary) if i >= 2}
+    ids = np.zeros((len(texts), sequence_length), dtype=np.int64)
+    for row, text in enumerate(texts):
+        tokens = words(text)[:sequence_length]
+        ids[row, : len(tokens)] = [index.get(t, 1) for t in tokens]
+    return ids
 
 
 def datetime_parts(seconds: np.ndarray) -> np.ndarray:
@@ -197,7 +214,11 @@ def prepare_inputs(schema: dict[str, Any], columns: Any) -> dict[str, np.ndarray
             ints = np.where(np.isnan(numbers), _INT_MISSING, np.round(np.nan_to_num(numbers))).astype(np.int64)
             feeds[name] = integer_lookup(ints, spec["params"]["vocabulary"])
         elif spec["op"] == "tfidf":
-            feeds[name] = tfidf([_string(v) for v in raw], spec["params"]["vocabulary"], spec["params"]["idf"])
+            params = spec["params"]
+            feeds[name] = tfidf([_string(v) for v in raw], params["vocabulary"], params["idf"], params.get("ngrams", 1))
+        elif spec["op"] == "token_ids":
+            params = spec["params"]
+            feeds[name] = token_ids([_string(v) for v in raw], params["vocabulary"], params["sequence_length"])
         elif spec["op"] == "numeric":
             feeds[name] = numeric_features(columns, spec["params"])
         else:

@@ -227,3 +227,13 @@ def test_file_fingerprint(tmp_path, one_line):
     with pytest.raises(DataError) as excinfo:
         file_fingerprint(tmp_path / "nope.csv")
     assert "does not exist" in one_line(excinfo)
+
+
+def test_broken_bytes_in_utf8_text_are_replaced_and_counted(tmp_path):
+    path = tmp_path / "u.csv"
+    path.write_bytes("review,y\nTrès bon café,1\nmauvais \xff\xfe plat,0\nnaïve déjà vu,1\n".encode("utf-8")
+                     .replace(b"\xc3\xbf\xc3\xbe", b"\xff\xfe"))
+    with pytest.warns(UserWarning, match="2 byte sequence"):
+        df = read_table(path)
+    assert df["review"].tolist() == ["Très bon café", "mauvais \ufffd\ufffd plat", "naïve déjà vu"]
+    assert df.attrs["replaced_bytes"] == 2

@@ -70,7 +70,7 @@ def test_runner_steps_match_the_keras_layers(binary_export):
     texts = ["Great, GREAT nice!", "", "zzz unknown-word meh", "bad\tbad  poor"]
     tfidf = model.get_layer("review_tfidf")
     np.testing.assert_allclose(
-        autodl_edge.tfidf(texts, steps["tfidf"].params["vocabulary"], steps["tfidf"].params["idf"]),
+        autodl_edge.tfidf(texts, steps["tfidf"].params["vocabulary"], steps["tfidf"].params["idf"], steps["tfidf"].params["ngrams"]),
         keras.ops.convert_to_numpy(tfidf(np.array(texts))), rtol=1e-6)
     ints = np.array([1, 2, 4, 99, np.iinfo(np.int64).min])
     np.testing.assert_array_equal(

@@ -55,7 +55,7 @@ def test_stats_use_median_fill_and_record_missing_columns():
     assert 0 in stats.missing_columns
     assert stats.vocabularies["city"] == ["a", "b", "c"]
     assert stats.vocabularies["rooms"] == [1, 2, 3]
-    assert "fox" in stats.text_vocabularies["note"]
+    assert "fox" in stats.texts["note"].tokens and "fox" in stats.texts["note"].ngrams
 
 
 def test_datetime_parts_match_pandas():

@@ -1,0 +1,34 @@
+"""Tokenizer layers shared by the from-scratch text entries (private).
+
+The layers are built from ``TextStats`` (computed once on the training split),
+not adapted, so every trial of a search holds the same vocabulary; the edge
+runner reproduces them in plain Python (``autodl.edge``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+from autodl.zoo.registry import TextStats
+
+# Index 0 pads short texts, index 1 is the out-of-vocabulary token.
+RESERVED_TOKENS = 2
+
+
+def token_ids(text: Any, stats: TextStats, name: str) -> Any:
+    """``(batch,)`` strings → ``(batch, sequence_length)`` int64 word indices, padded with 0, truncated."""
+    return keras.layers.TextVectorization(
+        vocabulary=stats.tokens, output_mode="int", output_sequence_length=stats.sequence_length,
+        name=f"{name}_tokens",
+    )(text)
+
+
+def vocabulary_size(stats: TextStats) -> int:
+    return len(stats.tokens) + RESERVED_TOKENS
+
+
+def embed(ids: Any, stats: TextStats, dim: int, name: str) -> Any:
+    """``(batch, length, dim)`` word vectors, learned from scratch."""
+    return keras.layers.Embedding(vocabulary_size(stats), dim, name=f"{name}_embedding")(ids)
