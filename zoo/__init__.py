@@ -1,12 +1,13 @@
 """autodl.zoo: registered Keras architectures with model cards and pretrained weights."""
 
 from autodl.zoo import layers  # registers the zoo's custom layers for .keras loading
-from autodl.zoo.registry import Card, EncodedFeatures, TextStats, ZooEntry, get, list_entries, register
+from autodl.zoo.registry import Card, EncodedFeatures, FineTuning, TextStats, ZooEntry, get, list_entries, register
 from autodl.zoo.weights import Weights, cache_dir, fetch, load_pretrained
 
 __all__ = [
     "Card",
     "EncodedFeatures",
+    "FineTuning",
     "TextStats",
     "Weights",
     "ZooEntry",

@@ -86,6 +86,25 @@ class TextStats:
 
 
 @dataclass(frozen=True)
+class FineTuning:
+    """How a pretrained text encoder is fine-tuned inside the search (BERT's recipe).
+
+    Attributes:
+        learning_rate: ``(low, high, default)`` of the searched peak rate: pretrained
+            weights need rates 10-100x below a fresh model's.
+        epochs: the most epochs a trial trains; the rate decays to 0 over them.
+        warmup_fraction: share of the steps over which the rate rises from 0.
+        bundled_weights: where the weights come from when they are not a downloadable
+            ``Weights`` file, e.g. a pip package.
+    """
+
+    learning_rate: tuple[float, float, float] = (2e-5, 1e-4, 5e-5)
+    epochs: int = 3
+    warmup_fraction: float = 0.1
+    bundled_weights: str = ""
+
+
+@dataclass(frozen=True)
 class Card:
     """A model card: what the architecture is, where it comes from, when to use it.
 
@@ -103,6 +122,7 @@ class Card:
         parameters: number of weights at ``input_shape`` (independent of it for convnets).
         flops: floating-point operations of one forward pass at ``input_shape``
             (one multiply-add counts as two); ``flops_note`` says how it was obtained.
+        fine_tuning: for a pretrained text encoder, the rates and epochs it fine-tunes with.
 
     Example:
 
@@ -125,6 +145,7 @@ class Card:
     parameters: int | None = None
     flops: int | None = None
     flops_note: str = ""
+    fine_tuning: FineTuning | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {

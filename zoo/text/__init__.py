@@ -13,3 +13,4 @@ from autodl.zoo.text import ngrams  # noqa: F401
 from autodl.zoo.text import textcnn  # noqa: F401
 from autodl.zoo.text import bilstm  # noqa: F401
 from autodl.zoo.text import transformer  # noqa: F401
+from autodl.zoo.text import minilm  # noqa: F401
