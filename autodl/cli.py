@@ -546,7 +546,9 @@ def zoo_show(
     ]
     for hp, meaning in card.hyperparameters.items():
         lines.append(f"hyperparameter {hp}: {meaning}")
-    if weights is None:
+    if weights is None and card.fine_tuning is not None and card.fine_tuning.bundled_weights:
+        lines.append(f"pretrained weights: bundled with {card.fine_tuning.bundled_weights}")
+    elif weights is None:
         lines.append("pretrained weights: none (trained from scratch)")
     else:
         status = "cached" if cache and cache["cached"] else f"not cached; run 'autodl zoo pull {card.name}'"

@@ -350,9 +350,20 @@ def warm_start_config(architecture: str, text_model: str | None = None) -> dict[
     config: dict[str, Any] = {"architecture": architecture}
     if text_model is not None:
         config["text_model"] = text_model
-    if architecture == "ft_transformer" or text_model in ("text_transformer", "minilm"):
+    if architecture == "ft_transformer" or text_model == "text_transformer":
         config["learning_rate"] = 3e-4  # attention is less stable at 1e-3 (the paper tunes 1e-5..1e-3)
     return config
+
+
+def _text_entry_available(name: str, models: tuple[str, ...] | None) -> bool:
+    """A pretrained encoder whose package is missing is left out of a default search, and named if asked for."""
+    from autodl.zoo.text import minilm
+
+    if name != minilm.NAME or minilm.pretrained_available():
+        return True
+    if models and name in models:
+        raise UserError(f"--models {name}: {minilm.unavailable_reason()}")
+    return False
 
 
 def search_space(schema: Schema, models: tuple[str, ...] | None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -365,7 +376,7 @@ def search_space(schema: Schema, models: tuple[str, ...] | None) -> tuple[list[s
     from autodl import zoo
 
     tabular = [e.card.name for e in zoo.list_entries("tabular")]
-    texts = [e.card.name for e in zoo.list_entries("text")]
+    texts = [e.card.name for e in zoo.list_entries("text") if _text_entry_available(e.card.name, models)]
     has_text = any(c.kind == "text" for c in schema.features)
     text_only = has_text and all(c.kind == "text" for c in schema.features)
     architectures = [m for m in models or () if m in tabular] or (["mlp"] if text_only else tabular)
@@ -407,7 +418,8 @@ def search(
     )
     tuner = AutoTuner(
         oracle=oracle, hypermodel=hypermodel, directory=str(run.path), project_name="tuner",
-        overwrite=not resume, budget=Budget(deadline=deadline), reporter=reporter, seed=config.seed,
+        overwrite=not resume, budget=Budget(deadline=deadline, min_trials=_min_trials(text_models, initial)),
+        reporter=reporter, seed=config.seed,
         max_epochs=config.max_epochs, folds=prepared.folds,
         # Constrained selection chooses among all trials, so all keep their weights until then.
         keep_top_k=config.max_trials if config.fairness_constraint else max(config.ensemble, 1),
@@ -417,6 +429,15 @@ def search(
     else:
         tuner.search(data.take(split.train), data.take(split.valid))
     return tuner
+
+
+def _min_trials(text_models: list[str], initial: list[dict[str, Any]]) -> int:
+    """How many trials the budget is shared among at least (a trial's time cap is budget / this).
+
+    Six for tables. A text search whose warm start is fewer trials may give each
+    more: fine-tuning a pretrained encoder alone can need most of a budget.
+    """
+    return min(6, len(initial)) if text_models else 6
 
 
 def finalize(

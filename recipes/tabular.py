@@ -108,8 +108,11 @@ def train(
         # First, so callbacks after it (checkpoints, the tuner) see val_<metric>.
         own.append(ValidationScore(valid_data, task=task, metric=metric))
         # Halving the step size on a plateau lets a run settle into a minimum before
-        # early stopping ends it; it is worth most on regression targets.
-        own.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 3), min_lr=1e-6))
+        # early stopping ends it; it is worth most on regression targets. A model compiled
+        # with a schedule (a pretrained encoder's warm-up and decay) keeps its schedule.
+        if not isinstance(model.optimizer._learning_rate, keras.optimizers.schedules.LearningRateSchedule):  # noqa: SLF001
+            own.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 3),
+                                                         min_lr=1e-6))
         own.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=False))
         validation = make_dataset(valid_data, batch_size=PREDICT_BATCH)
     if not model.optimizer.built:

@@ -86,12 +86,21 @@ class TabularHyperModel(kt.HyperModel):
         learning_rate = hp.Float("learning_rate", 1e-4, 3e-3, sampling="log", default=1e-3)
         weight_decay = hp.Choice("weight_decay", [0.0, 1e-5, 1e-4, 1e-3], default=1e-5)
         text_encoder = None
+        frozen = False
         if self.text_models:
             text_model = hp.Choice("text_model", self.text_models, default=self.text_models[0])
 
             def text_encoder(text: Any, stats: Any, name: str) -> Any:
                 with hp.conditional_scope("text_model", [text_model]):
                     return zoo.get(text_model).build(hp, text, stats, name=name)
+
+            tuning = zoo.get(text_model).card.fine_tuning
+            if tuning is not None:
+                with hp.conditional_scope("text_model", [text_model]):
+                    # Feature extraction: the encoder stays as pretrained; the head trains at a head's rate.
+                    frozen = hp.Boolean(f"{text_model}/frozen", default=False)
+                    if not frozen:
+                        learning_rate = self._fine_tuning_rate(hp, text_model, tuning)
 
         inputs, features = build_inputs(self.schema, self.stats, numeric_transform=transform, text_encoder=text_encoder)
         with hp.conditional_scope("architecture", [architecture]):
@@ -101,9 +110,30 @@ class TabularHyperModel(kt.HyperModel):
             output = keras.layers.Rescaling(self.target_std, offset=self.target_mean, name="target_scale")(output)
             output = keras.layers.Reshape((), name="prediction")(output)
         model = keras.Model(inputs, output, name=f"autodl_{architecture}")
+        if frozen:
+            for layer in model.layers:
+                if layer.name.endswith(f"_{text_model}"):  # the encoder models the text builder added
+                    layer.trainable = False
         return recipe.compile_model(
             model, task=self.schema.task, learning_rate=learning_rate, weight_decay=weight_decay
         )
+
+    def _fine_tuning_rate(self, hp: kt.HyperParameters, text_model: str, tuning: Any) -> Any:
+        """A pretrained encoder's schedule: linear warm-up to a small searched peak, then linear decay to 0."""
+        from autodl.recipes.text import WarmupDecay
+
+        low, high, default = tuning.learning_rate
+        peak = hp.Float(f"{text_model}/learning_rate", low, high, sampling="log", default=default)
+        steps = -(-self.n_train_rows // self.batch_size(hp)) * tuning.epochs
+        return WarmupDecay(peak, warmup_steps=int(tuning.warmup_fraction * steps), total_steps=steps)
+
+    def epoch_cap(self, hp: kt.HyperParameters) -> int | None:
+        """Fine-tuning a pretrained encoder stops where its schedule ends; frozen, a few more epochs."""
+        text_model = hp.values.get("text_model")
+        tuning = zoo.get(text_model).card.fine_tuning if text_model else None
+        if tuning is None:
+            return None
+        return 3 * tuning.epochs if hp.values.get(f"{text_model}/frozen") else tuning.epochs
 
     def batch_size(self, hp: kt.HyperParameters) -> int:
         return hp.Choice("batch_size", list(BATCH_SIZES), default=default_batch_size(self.n_train_rows))
@@ -121,13 +151,14 @@ class TabularHyperModel(kt.HyperModel):
         seed: int = 0,
         **_: Any,
     ) -> keras.callbacks.History:
+        cap = self.epoch_cap(hp)
         return recipe.train(
             model,
             train_data,
             valid_data,
             task=self.schema.task,
             metric=self.metric,
-            epochs=epochs,
+            epochs=epochs if cap is None else min(epochs, initial_epoch + cap),
             initial_epoch=initial_epoch,
             batch_size=self.batch_size(hp),
             patience=self.patience,

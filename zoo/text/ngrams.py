@@ -1,7 +1,7 @@
 """Bag of n-grams: TF-IDF of words and word pairs, the strong simple text baseline.
 
-The text becomes a TF-IDF vector over the training split's most frequent words
-and word pairs (pairs seen in one document only are left out); the head (a
+The text becomes a unit-length TF-IDF vector over the training split's most
+frequent words and word pairs (pairs seen in one document only are left out); the head (a
 linear projection and the MLP above it) does the rest. It trains in seconds and
 is what TF-IDF + logistic regression is to scikit-learn users.
 
@@ -48,6 +48,9 @@ def build(hp: kt.HyperParameters, text: Any, stats: TextStats, *, name: str) -> 
     x = keras.layers.TextVectorization(
         vocabulary=stats.ngrams, idf_weights=stats.idf, output_mode="tf_idf", ngrams=2, name=f"{name}_tfidf",
     )(text)
+    # Unit length, as scikit-learn's TfidfVectorizer does: otherwise a long text's vector is
+    # large only for being long, and one learning rate cannot suit short and long texts.
+    x = keras.layers.UnitNormalization(name=f"{name}_tfidf_norm")(x)
     if dropout > 0:
         x = keras.layers.Dropout(dropout, name=f"{name}_tfidf_dropout")(x)
     return x
