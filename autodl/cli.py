@@ -507,13 +507,36 @@ def zoo_list(
             "x".join(map(str, card.input_shape)) if card.input_shape else ("columns" if card.task == "tabular" else "—"),
             _zoo_count(card.parameters),
             _zoo_count(card.flops),
-            "—" if weights is None else escape(weights.source),
+            _pretrained_source(card),
             escape(card.reference_accuracy) or "—",
-            "—" if weights is None else ("yes" if is_cached(weights) else "no"),
+            _cached(card),
         )
     # Piped output gets whole lines (for grep) instead of columns folded to 80 characters.
     console = out if out.is_terminal else Console(width=max(out.width, 200))
     console.print(table)
+
+
+def _pretrained_source(card: Any) -> str:
+    from rich.markup import escape
+
+    if card.pretrained is not None:
+        return escape(card.pretrained.source)
+    if card.fine_tuning is not None and card.fine_tuning.bundled_weights:
+        return "bundled (pip package)"
+    return "—"
+
+
+def _cached(card: Any) -> str:
+    """Downloadable weights: in the cache or not; weights from a package: whether it is installed."""
+    from autodl.zoo.weights import is_cached
+
+    if card.pretrained is not None:
+        return "yes" if is_cached(card.pretrained) else "no"
+    if card.fine_tuning is not None and card.fine_tuning.bundled_weights:
+        from autodl.zoo.text import minilm
+
+        return "installed" if card.name != minilm.NAME or minilm.pretrained_available() else "not installed"
+    return "—"
 
 
 @zoo_app.command("show")

