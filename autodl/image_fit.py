@@ -110,6 +110,15 @@ def run_image_fit(config: FitConfig, data: str | os.PathLike[str], *, reporter: 
                         "or name models with --models")
     dataset, probe, split = prepare_images(data, target=config.target, seed=config.seed, valid_fraction=config.valid_fraction,
                                            test_fraction=config.test_fraction, reporter=reporter)
+    attributes = None
+    if config.sensitive:
+        from autodl.audit.audit import sensitive_groups
+        from autodl.data import image_attributes
+
+        attributes = image_attributes(data, config.sensitive, dataset.paths)
+        sensitive_groups(attributes, config.sensitive)  # a clear error for a one-valued column, before the search
+        if config.positive is not None and config.positive not in dataset.classes:
+            raise UserError(f"--positive {config.positive!r} is not a class; classes are: {', '.join(dataset.classes)}")
     fingerprint = image_fingerprint(dataset.paths)
     run, resume = open_run(config, data, fingerprint)
     if resume:
@@ -165,15 +174,17 @@ def run_image_fit(config: FitConfig, data: str | os.PathLike[str], *, reporter: 
             "validation": evaluate_images(model, dataset.subset(split.valid), size, task),
             "test": evaluate_images(model, dataset.subset(split.test), size, task, run=run),
         }
+        if attributes is not None:
+            audit = audit_images(run, model, dataset, split.test, attributes, config, size=size, task=task)
+            manifest["audit"] = {"file": "audit.json", "verdict": audit["verdict"], "sensitive": list(config.sensitive),
+                                 "sensitive_as_feature": False}
         leaderboard = leaderboard_frame(tuner, METRIC)
         atomic_write_text(run.leaderboard_path, leaderboard.to_csv(index=False))
         tuner.prune_checkpoints(keep=[best.trial_id])
         atomic_write(run.model_path, model.save)
         timings["evaluate_and_save"] = time.monotonic() - t0
     except BaseException as exc:  # noqa: BLE001 - record why the run stopped, then re-raise
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        manifest.update(status=status, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        run.write_manifest(manifest)
+        run.record_stop(manifest, exc)
         raise
     timings["total"] = time.monotonic() - start
     values = {k: v for k, v in best.hyperparameters.values.items() if not k.startswith("tuner/")}
@@ -205,6 +216,29 @@ def search_images(
     )
     tuner.search(dataset.subset(split.train), dataset.subset(split.valid))
     return tuner
+
+
+def audit_images(
+    run: RunDir, model: Any, dataset: Any, test_rows: np.ndarray, attributes: Any, config: FitConfig, *, size: int,
+    task: str,
+) -> dict[str, Any]:
+    """The Fairlearn audit of the test images' predictions across the sensitive columns of the image CSV."""
+    from autodl.audit.report import audit_frame, write_audit
+    from autodl.data import Schema
+    from autodl.finetune import predict_image_output
+
+    part = dataset.subset(test_rows)
+    output, kept = predict_image_output(model, part.paths, size)
+    index = {p: i for i, p in enumerate(part.paths)}
+    rows = np.asarray([index[p] for p in kept], dtype=np.int64)
+    target = config.target or "class"
+    frame = attributes.iloc[np.asarray(test_rows)[rows]].reset_index(drop=True)
+    frame[target] = [part.classes[i] for i in part.labels[rows]]
+    schema = Schema(target=target, task=task, columns=[], classes=list(dataset.classes))  # type: ignore[arg-type]
+    positive = (config.positive or dataset.classes[-1]) if task == "binary" else None
+    audit = audit_frame(schema, frame, output, config.sensitive, positive=positive, seed=config.seed)
+    write_audit(run.path, audit)
+    return audit
 
 
 def _finished(

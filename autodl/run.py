@@ -101,6 +101,12 @@ class RunDir:
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.manifest_path, manifest)
 
+    def record_stop(self, manifest: dict[str, Any], exc: BaseException) -> None:
+        """Writes why a run stopped (``interrupted`` after Ctrl-C, else ``failed``) into ``manifest`` and ``run.json``."""
+        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        manifest.update(status=status, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        self.write_manifest(manifest)
+
     def update_manifest(self, **fields: Any) -> dict[str, Any]:
         manifest = self.read_manifest() if self.exists() else {}
         manifest.update(fields)

@@ -121,7 +121,7 @@ def test_an_interrupted_image_search_resumes(images, tmp_path) -> None:
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--sensitive", "x"], "--sensitive applies to tables only"),
+        (["--sensitive-as-feature"], "--sensitive-as-feature applies to tables only"),
         (["--tuner", "hyperband"], "--tuner hyperband works on tables only"),
         (["--models", "mlp"], "unknown image model 'mlp'"),
         (["--image-size", "8"], "--image-size takes sizes in pixels of at least 16"),
@@ -163,3 +163,20 @@ def test_docstrings_run() -> None:
     for module in (autodl.search.image_hypermodel, autodl.image_fit):
         result = doctest.testmod(module)
         assert result.failed == 0, module.__name__
+
+
+def test_sensitive_columns_of_an_image_csv_are_audited(images, tmp_path, capsys) -> None:
+    paths = [p for p in sorted(images.rglob("*.*")) if p.parent.name in ("red", "blue")]
+    listing = tmp_path / "listing.csv"
+    pd.DataFrame({"file": [str(p) for p in paths], "colour": [p.parent.name for p in paths],
+                  "site": ["north", "south"] * (len(paths) // 2)}).to_csv(listing, index=False)
+    out = tmp_path / "run"
+    code, stdout, err = run(["fit", listing, "--target", "colour", "--sensitive", "site", "--positive", "red",
+                             "--max-trials", "1", "--out", out, *FAST], capsys)
+    assert code == 0, err
+    report = json.loads((out / "audit.json").read_text())
+    assert report["sensitive"] == ["site"] and report["rows"] == json.loads((out / "run.json").read_text())["split"]["test"]
+    assert "demographic_parity_difference" in json.dumps(report)
+    assert json.loads((out / "run.json").read_text())["audit"]["verdict"] in ("pass", "warn", "fail", "info")
+    code, _, err = run(["fit", images, "--sensitive", "site", "--out", tmp_path / "other", *FAST], capsys)
+    assert code == 2 and "has no columns like 'site'" in err

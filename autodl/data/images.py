@@ -438,6 +438,35 @@ def _sorted_classes(values: Sequence[str]) -> list[str]:
 # --- probing ------------------------------------------------------------------------------
 
 
+def image_attributes(source: str | os.PathLike[str], columns: Sequence[str], paths: Sequence[str]) -> pd.DataFrame:
+    """Columns of an image CSV (e.g. sensitive attributes), one row per image in ``paths``, in that order.
+
+    ``paths`` are the resolved image paths (``ImageDataset.paths``); a path listed
+    twice in the CSV takes its first row. A folder of class folders has no columns.
+
+    >>> image_attributes("photos/", ["sex"], [])  # doctest: +SKIP
+    Traceback (most recent call last):
+    UserError: ...
+    """
+    p = Path(source)
+    if p.is_dir():
+        raise UserError(f"'{p}' is a folder of class folders: it has no columns like {', '.join(map(repr, columns))}; "
+                        "pass a CSV with an image-path column, the target and those columns")
+    df = read_table(p, role="image CSV")
+    unknown = [c for c in columns if c not in df.columns]
+    if unknown:
+        raise DataError(f"column '{unknown[0]}' is not in '{p}'; columns are: {', '.join(map(str, df.columns))}")
+    path_column = _path_column(df, None, p)
+    base = p.resolve().parent
+    keys = [_resolve(str(v).strip(), base) if pd.notna(v) else None for v in df[path_column]]
+    first_row = {}
+    for row, key in enumerate(keys):
+        if key is not None:
+            first_row.setdefault(key, row)
+    rows = [first_row[path] for path in paths]
+    return df.iloc[rows][list(columns)].reset_index(drop=True)
+
+
 def is_image_data(data: object) -> bool:
     """Whether ``autodl fit DATA`` means images: a folder, or a CSV with an image-path column.
 
