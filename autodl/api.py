@@ -178,6 +178,7 @@ class AutoModel:
             import keras
 
             import autodl.features.layers  # noqa: F401  (registers custom layers)
+            import autodl.train.optimizer  # noqa: F401  (registers AutoAdamW, which every fit compiles with)
             import autodl.zoo.tabular  # noqa: F401
 
             if self.is_image:
@@ -186,8 +187,8 @@ class AutoModel:
                 import autodl.recipes.text  # noqa: F401  (registers the warm-up schedule)
                 from autodl.zoo.text import minilm
 
-                if minilm.pretrained_available():
-                    minilm.register_layers()  # its tokenizer layer is defined on first use
+                if minilm.tokenizer_available():
+                    minilm.register_layers()  # the pretrained encoders' tokenizer layer is defined on first use
 
             path = RunDir(self.run_dir).model_path
             try:

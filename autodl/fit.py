@@ -92,6 +92,11 @@ class FitConfig:
             raise UserError(f"--class-weight must be auto, balanced or none, not {self.class_weight!r}")
         if self.ensemble < 1:
             raise UserError("--ensemble must be at least 1 (1 disables ensembling)")
+        if self.models and any(m.startswith("hub:") for m in self.models):
+            from autodl.zoo.text.hub import PREFIX, register_preset
+
+            # A keras-hub preset joins the zoo under its own name before the names are checked.
+            self.models = tuple(register_preset(m) if m.startswith(PREFIX) else m for m in self.models)
         if self.models:
             from autodl import zoo
 
@@ -120,7 +125,7 @@ class FitConfig:
         defaults = FitConfig()
         table_only = {
             "--weight-column": self.weight_column is not None, "--drop": bool(self.drop),
-            "--sensitive": bool(self.sensitive), "--fairness-constraint": self.fairness_constraint is not None,
+            "--sensitive-as-feature": self.sensitive_as_feature, "--fairness-constraint": self.fairness_constraint is not None,
             "--mitigate": self.mitigate is not None, "--task": self.task not in (None, "binary", "multiclass"),
             "--refit": self.refit != defaults.refit, "--cv": self.cv not in (defaults.cv, 0, None),
         }
@@ -693,9 +698,7 @@ def run_fit(
         atomic_write(run.model_path, lambda p: final.model.save(p))
         timings["evaluate_and_save"] = time.monotonic() - t0
     except BaseException as exc:  # noqa: BLE001 - record why the run stopped, then re-raise
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        manifest.update(status=status, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        run.write_manifest(manifest)
+        run.record_stop(manifest, exc)
         raise
     timings["total"] = time.monotonic() - start
     manifest.update(

@@ -185,11 +185,15 @@ def preset_dir() -> Path:
 # --------------------------------------------------------------------------- building
 
 
-def load_backbone() -> Any:
-    """The pretrained ``keras_hub.models.BertBackbone`` (token ids -> token vectors), from local files only."""
+def load_backbone(preset: str | None = None) -> Any:
+    """The pretrained ``keras_hub.models.BertBackbone`` (token ids -> token vectors), from local files only.
+
+    ``preset``: another BERT-family keras-hub preset (a local directory in KerasHub or
+    Hugging Face format, or a preset name, which downloads when online) instead of MiniLM.
+    """
     import keras_hub
 
-    return keras_hub.models.Backbone.from_preset(str(preset_dir()))
+    return keras_hub.models.Backbone.from_preset(preset or str(preset_dir()))
 
 
 def load_tokenizer() -> Any:
@@ -199,9 +203,15 @@ def load_tokenizer() -> Any:
     return keras_hub.tokenizers.Tokenizer.from_preset(str(preset_dir()))
 
 
-def vocabulary() -> list[str]:
-    """The 30,522 WordPiece tokens in id order: ``vocab.txt`` in the package, one token a line."""
-    return (preset_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+def vocabulary(preset: str | None = None) -> list[str]:
+    """The WordPiece tokens in id order: ``vocab.txt`` in the package (30,522), or ``preset``'s tokenizer's."""
+    if preset is None:
+        return (preset_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    if (Path(preset) / "vocab.txt").is_file():  # a Hugging Face checkpoint folder
+        return (Path(preset) / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    import keras_hub
+
+    return list(keras_hub.tokenizers.Tokenizer.from_preset(preset).get_vocabulary())
 
 
 def _check_sequence_length(sequence_length: Any) -> None:
@@ -219,6 +229,7 @@ def encoder(
     normalize: bool = False,
     input_shape: tuple[int, ...] = (),
     name: str = NAME,
+    preset: str | None = None,
 ) -> Any:
     """Raw strings -> ``(batch, 384)`` sentence embeddings, tokenizer inside.
 
@@ -231,20 +242,28 @@ def encoder(
         input_shape: ``()`` for strings ``(batch,)``, or ``(1,)`` for ``(batch, 1)``
             (a one-column table), flattened to ``(batch,)`` inside the model.
         name: the model's name.
+        preset: another BERT-family keras-hub preset to load instead of MiniLM (see
+            ``autodl.zoo.text.hub``); its width replaces 384.
 
     The encoder is the backbone up to its last transformer layer (``"bert_trunk"``):
     BERT's pooler (a dense layer on ``[CLS]``, 147,840 weights) is left out, as mean
     pooling does not use it and weights without gradient would only make Keras warn.
     """
-    _require()
+    if preset is None:
+        _require()
+    else:
+        missing = [dist for module, dist in REQUIRED.items() if module != PACKAGE and not _importable(module)]
+        if missing:
+            raise UserError(f"keras-hub presets need {', '.join(missing)}; install the text extra: pip install 'autodl[text]'")
     import keras
 
     _check_sequence_length(sequence_length)
     if tuple(input_shape) not in ((), (1,)):
         raise ValueError(f"input_shape must be () or (1,), got {input_shape!r}")
-    tokenize = _tokenizer_layer()(vocabulary=vocabulary(), sequence_length=int(sequence_length), name="tokenize")
-    backbone = load_backbone()
-    trunk = keras.Model(backbone.inputs, backbone.get_layer(f"transformer_layer_{N_LAYERS - 1}").output, name=TRUNK)
+    tokenize = _tokenizer_layer()(vocabulary=vocabulary(preset), sequence_length=int(sequence_length), name="tokenize")
+    backbone = load_backbone(preset)
+    last = f"transformer_layer_{_n_layers(backbone) - 1}"
+    trunk = keras.Model(backbone.inputs, backbone.get_layer(last).output, name=TRUNK)
 
     text = keras.Input(shape=tuple(input_shape), dtype="string", name="text")
     inputs = tokenize(text)
@@ -284,7 +303,12 @@ def blocks(model: Any) -> list[list[Any]]:
         backbone.get_layer(n)
         for n in ("token_embedding", "position_embedding", "segment_embedding", "embeddings_layer_norm")
     ]
-    return [embeddings, *([backbone.get_layer(f"transformer_layer_{i}")] for i in range(N_LAYERS))]
+    return [embeddings, *([backbone.get_layer(f"transformer_layer_{i}")] for i in range(_n_layers(backbone)))]
+
+
+def _n_layers(backbone: Any) -> int:
+    """Transformer layers of a BERT-family backbone (6 for MiniLM-L6)."""
+    return int(getattr(backbone, "num_layers", N_LAYERS))
 
 
 def _find_backbone(model: Any) -> Any:
@@ -398,9 +422,15 @@ def _tokenizer_layer() -> Any:
     return BertTokens
 
 
+def tokenizer_available() -> bool:
+    """Whether keras-hub and tensorflow-text are installed: what the tokenizer layer needs (MiniLM's package aside)."""
+    return all(_importable(module) for module in REQUIRED if module != PACKAGE)
+
+
 def register_layers() -> None:
     """Registers the encoder's tokenizer layer with Keras, so that ``keras.models.load_model`` finds it."""
-    _require()
+    if not tokenizer_available():
+        _require()  # names what to install
     _tokenizer_layer()
 
 
