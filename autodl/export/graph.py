@@ -4,7 +4,8 @@ An autodl model reads raw columns and does its own preprocessing. Most of it
 converts to TFLite builtins (arithmetic, embeddings; a ``StringLookup`` becomes
 ``VocabularyMatch``, string equality against the vocabulary, because a hash
 table would keep the weights as unquantizable resource variables), but
-``IntegerLookup`` and ``TextVectorization`` need Flex ops, and the numeric block
+``IntegerLookup`` and ``TextVectorization`` need Flex ops, the MiniLM encoder's
+``BertTokens`` (WordPiece) layer needs tensorflow-text custom ops, and the numeric block
 (date parts in float64, median imputation, quantile or standard scaling,
 missing indicators) does not survive float16 or int8 constants: thresholds of
 1e5 and ramps 1e6 steep (measured on Adult: float16 lost 0.4 and int8 2.1
@@ -49,7 +50,17 @@ class HostStep:
     (``vocabulary`` with padding and ``[UNK]`` first, ``sequence_length``: word indices
     padded with 0 or truncated) or ``"numeric"`` (the numeric block: ``columns`` with their kinds (dates expand to
     year, month, day, weekday, hour), median ``fill``, ``quantile`` or ``standard`` scaling, and the
-    ``missing`` indicator columns). ``column`` is the first column read.
+    ``missing`` indicator columns) or ``"wordpiece"`` (BERT tokenization of a text column, as
+    the MiniLM encoder's ``BertTokens`` layer does it: ``vocabulary``, ``lowercase``,
+    ``strip_accents``, ``split_on_cjk``, ``suffix_indicator``, ``max_bytes_per_word``,
+    ``sequence_length`` and the ``cls_id``/``sep_id``/``pad_id``/``unk_id`` special tokens).
+    ``column`` is the first column read.
+
+    An op with several outputs is registered as one step per output, all with the same
+    ``op``, ``column`` and ``params``; ``output`` names the output this input receives
+    (``wordpiece``: ``"token_ids"`` and ``"padding_mask"``, both int32 ``(rows, sequence_length)``).
+    The runner computes such an op once per column and hands each input its output.
+    ``output`` is ``None`` for single-output ops.
     """
 
     input: str
@@ -58,10 +69,14 @@ class HostStep:
     dtype: str
     width: int | None  # None: one value per row; k: a (rows, k) vector
     params: dict[str, Any] = field(default_factory=dict)
+    output: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "op": self.op, "column": self.column, "dtype": self.dtype,
-                "width": self.width, "params": self.params}
+        out = {"input": self.input, "op": self.op, "column": self.column, "dtype": self.dtype,
+               "width": self.width, "params": self.params}
+        if self.output is not None:
+            out["output"] = self.output
+        return out
 
 
 @dataclass
@@ -149,14 +164,14 @@ class _Registry:
         self._by_key: dict[str, HostStep] = {}
 
     def register(self, step: HostStep) -> HostStep:
-        key = json.dumps([step.op, step.column, step.params], sort_keys=True)
+        key = json.dumps([step.op, step.column, step.params, step.output], sort_keys=True)
         if key not in self._by_key:
             taken = {s.input for s in self.steps}
             name, i = step.input, 1
             while name in taken:
                 i += 1
                 name = f"{step.input}_{i}"
-            self._by_key[key] = HostStep(name, step.op, step.column, step.dtype, step.width, step.params)
+            self._by_key[key] = HostStep(name, step.op, step.column, step.dtype, step.width, step.params, step.output)
             self.steps.append(self._by_key[key])
         return self._by_key[key]
 
@@ -177,8 +192,11 @@ class _Level:
         return self.host[step.input]
 
 
-def _edge_model(model: keras.Model, registry: _Registry, name: str) -> tuple[keras.Model, list[str]]:
+def _edge_model(model: keras.Model, registry: _Registry, name: str, column: str | None = None) -> tuple[keras.Model, list[str]]:
+    """``model`` rebuilt for the edge; ``column``: the raw column a single-input member reads (a text encoder)."""
     struct = model._inputs_struct  # noqa: SLF001  (the only way to see a functional model's input dict)
+    if column is not None and isinstance(struct, keras.KerasTensor):
+        struct = {column: struct}
     if not isinstance(struct, dict):
         raise RunError(f"model '{model.name}' does not take a dict of named columns; export needs an autodl model")
     level = _Level(registry)
@@ -209,7 +227,7 @@ def _replay(fn: Any, tensor_dict: dict[int, Any], level: _Level) -> list[Any]:
             if deferred:
                 swap = {id(d): level.host_input(level.registry.register(_numeric_step(d, level))) for d in deferred}
                 args, kwargs = keras.tree.map_structure(lambda t: swap.get(id(t), t), (args, kwargs))
-            if isinstance(op, HOST_LAYERS):
+            if isinstance(op, HOST_LAYERS) or is_bert_tokens(op):
                 source = args[0] if args else next(iter(kwargs.values()))
                 column = level.column_of.get(id(source))
                 if column is None:
@@ -217,8 +235,13 @@ def _replay(fn: Any, tensor_dict: dict[int, Any], level: _Level) -> list[Any]:
                         f"layer '{op.name}' ({type(op).__name__}) cannot run in LiteRT and does not read a raw "
                         "column, so the edge runner cannot compute it; export --format serving instead"
                     )
-                outputs: Any = level.host_input(level.registry.register(_host_step(op, column)))
-            elif isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth"):
+                if is_bert_tokens(op):
+                    outputs: Any = _wordpiece_inputs(op, column, level)
+                else:
+                    outputs = level.host_input(level.registry.register(_host_step(op, column)))
+            elif isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and _reads_columns((args, kwargs), level):
+                # A member reading raw columns (an ensemble's trial model, a text encoder) may hold host
+                # steps: rebuilt. Any other nested model (the BERT trunk) computes on tensors: called as is.
                 outputs = _call_member(op, args[0], level)
             else:
                 level.used.update(level.column_of[id(t)] for t in keras.tree.flatten((args, kwargs)) if id(t) in level.column_of)
@@ -228,11 +251,23 @@ def _replay(fn: Any, tensor_dict: dict[int, Any], level: _Level) -> list[Any]:
     return [tensor_dict[id(x)] for x in fn.outputs]
 
 
+def _reads_columns(args: Any, level: _Level) -> bool:
+    return any(id(t) in level.column_of for t in keras.tree.flatten(args))
+
+
 def _call_member(member: keras.Model, value: Any, level: _Level) -> Any:
-    """A nested member (an ensemble's trial model) rebuilt as its own sub-model, so layer names stay scoped."""
+    """A nested member rebuilt as its own sub-model, so layer names stay scoped.
+
+    ``value``: the dict of named columns (an ensemble's trial model), or one raw column
+    (a text encoder such as MiniLM, whose single input is that column's strings).
+    """
+    column = None
     if not isinstance(value, dict):
-        raise RunError(f"member model '{member.name}' is not called on the named columns; cannot split it")
-    edge, used = _edge_model(member, level.registry, name=member.name)
+        column = level.column_of.get(id(value))
+        if column is None:
+            raise RunError(f"member model '{member.name}' is not called on the named columns; cannot split it")
+        value = {column: value}
+    edge, used = _edge_model(member, level.registry, name=member.name, column=column)
     feed = {}
     for key in edge.input:
         if key in used:
@@ -243,6 +278,64 @@ def _call_member(member: keras.Model, value: Any, level: _Level) -> Any:
             step = next(s for s in level.registry.steps if s.input == key)
             feed[key] = level.host_input(step)
     return edge(feed)
+
+
+def is_bert_tokens(layer: Any) -> bool:
+    """Whether ``layer`` is the MiniLM encoder's ``autodl>BertTokens`` tokenizer (without importing keras-hub)."""
+    return isinstance(layer, keras.layers.Layer) and keras.saving.get_registered_name(type(layer)) == "autodl>BertTokens"
+
+
+# tf_text.FastWordpieceTokenizer (inside keras-hub's WordPieceTokenizer) maps longer words to the OOV token.
+WORDPIECE_MAX_BYTES_PER_WORD = 100
+
+
+def wordpiece_params(layer: Any) -> dict[str, Any]:
+    """The ``wordpiece`` host step's parameters, read from a ``BertTokens`` layer."""
+    tokenizer = layer.tokenizer
+    unsupported = {
+        "split": (tokenizer.split, True),
+        "special_tokens_in_strings": (tokenizer.special_tokens_in_strings, False),
+    }
+    for key, (value, wanted) in unsupported.items():
+        if bool(value) != wanted:
+            raise RunError(f"BertTokens '{layer.name}' uses {key}={value!r}; the edge runner implements {wanted!r}")
+    vocabulary = [str(v) for v in layer.vocabulary]
+    ids = {t: i for i, t in enumerate(vocabulary)}
+    return {
+        "vocabulary": vocabulary,
+        "lowercase": bool(tokenizer.lowercase),
+        "strip_accents": bool(tokenizer.strip_accents),
+        "split_on_cjk": bool(tokenizer.split_on_cjk),
+        "suffix_indicator": str(tokenizer.suffix_indicator),
+        "max_bytes_per_word": WORDPIECE_MAX_BYTES_PER_WORD,
+        "sequence_length": int(layer.sequence_length),
+        "cls_id": ids["[CLS]"],
+        "sep_id": ids["[SEP]"],
+        "pad_id": ids["[PAD]"],
+        "unk_id": ids[str(tokenizer.oov_token)],
+    }
+
+
+def _wordpiece_inputs(layer: Any, column: str, level: _Level) -> dict[str, Any]:
+    """``BertTokens``' outputs from two host inputs (token ids and padding mask) of one ``wordpiece`` step.
+
+    Segment ids are zeros computed in the graph; the mask comes in as int32 (0/1) and is
+    cast to the bool the trunk and the masked mean pooling were called with.
+    """
+    from autodl.features.tabular import layer_name  # noqa: PLC0415
+
+    params = wordpiece_params(layer)
+    length = params["sequence_length"]
+    inputs = {}
+    for output in ("token_ids", "padding_mask"):
+        step = HostStep(f"{layer_name(column)}__{output}", "wordpiece", column, "int32", length, params, output=output)
+        inputs[output] = level.host_input(level.registry.register(step))
+    token_ids = inputs["token_ids"]
+    return {
+        "token_ids": token_ids,
+        "segment_ids": keras.ops.zeros_like(token_ids),
+        "padding_mask": keras.ops.cast(inputs["padding_mask"], "bool"),
+    }
 
 
 def _numeric_step(final: _Deferred, level: _Level) -> HostStep:

@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -44,8 +43,6 @@ from autodl.errors import UserError
 from autodl.export.pipeline import (
     ExportOptions,
     _check_targets,
-    _move_into_place,
-    _read_report,
     _Reference,
     _set_default,
     _tree_size,
@@ -53,9 +50,10 @@ from autodl.export.pipeline import (
     choose_default,
     compare,
     median_ms,
+    place_and_report,
     score,
 )
-from autodl.run import RunDir, write_json
+from autodl.run import RunDir
 
 # Calibration images for int8: enough batches for stable activation ranges, few enough to
 # keep 224-pixel images (600 KB each in float32) and the calibration pass cheap.
@@ -128,17 +126,9 @@ def export_image_run(
             report["serving"] = export_image_serving(model, task, images, reference, staging / "serving", options)
         if "tflite" in options.formats:
             report["tflite"] = export_image_tflite(model, task, images, reference, staging / "edge", options, step)
-        _move_into_place(staging, targets, options.overwrite)
-        if "serving" in report:
-            report["serving"]["path"] = str(targets["serving"])
-        if "tflite" in report:
-            report["tflite"]["path"] = str(targets["tflite"])
+        return place_and_report(staging, targets, out, report, overwrite=options.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    previous = _read_report(out / "report.json")
-    previous.update(report)
-    write_json(out / "report.json", previous)
-    return previous
 
 
 def check_image_options(options: ExportOptions, test_data: Any = None) -> None:
@@ -414,20 +404,13 @@ def image_bundle_schema(task: str, images: ImageSplits, variants: dict[str, dict
 def write_image_bundle(directory: Path, *, flatbuffers: dict[str, bytes], task: str, images: ImageSplits,
                        int8_io: bool, default_variant: str = "float32") -> None:
     """``model_<variant>.tflite`` each, ``model.tflite``, schema/labels JSON, the runner and its README."""
-    from importlib import resources
+    from autodl.export.tflite import write_bundle_files
 
-    directory.mkdir(parents=True, exist_ok=True)
-    variants = {}
-    for variant, flatbuffer in flatbuffers.items():
-        (directory / f"model_{variant}.tflite").write_bytes(flatbuffer)
-        variants[variant] = {"file": f"model_{variant}.tflite", "int8_io": bool(int8_io and variant == "int8")}
-    shutil.copyfile(directory / f"model_{default_variant}.tflite", directory / "model.tflite")
-    document = image_bundle_schema(task, images, variants, default_variant)
-    (directory / "schema.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
-    (directory / "labels.json").write_text(json.dumps([str(c) for c in images.classes]), encoding="utf-8")
-    runner = resources.files("autodl.edge").joinpath("autodl_edge.py").read_text(encoding="utf-8")
-    (directory / "autodl_edge.py").write_text(runner, encoding="utf-8")
-    (directory / "README.md").write_text(image_bundle_readme(document, sorted(flatbuffers)), encoding="utf-8")
+    write_bundle_files(
+        directory, flatbuffers=flatbuffers, int8_io=int8_io, default_variant=default_variant,
+        document=lambda variants: image_bundle_schema(task, images, variants, default_variant),
+        labels=[str(c) for c in images.classes], readme=image_bundle_readme,
+    )
 
 
 def image_bundle_readme(document: dict[str, Any], variants: list[str]) -> str:

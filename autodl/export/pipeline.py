@@ -147,21 +147,26 @@ def export_run(
                 report["audit"], variant_audits = _audit_variants(schema, frames.test, reference, outputs, manifest,
                                                                   fitted.fairness_thresholds)
         _carry_thresholds(run, staging, report)
-        _move_into_place(staging, targets, options.overwrite)
-        if "serving" in report:
-            report["serving"]["path"] = str(targets["serving"])
-        if "tflite" in report:
-            report["tflite"]["path"] = str(targets["tflite"])
+        previous = place_and_report(staging, targets, out, report, overwrite=options.overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    previous = _read_report(out / "report.json")
-    previous.update(report)
-    write_json(out / "report.json", previous)
     if variant_audits:
         from autodl.audit.report import record_variants
 
         # RUN/audit.json is the run's audit wherever the bundle went (--out included).
         record_variants(run.path, variant_audits, report["audit"]["comparison"])
+    return previous
+
+
+def place_and_report(staging: Path, targets: dict[str, Path], out: Path, report: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
+    """Moves the staged artifacts into place, records where they went, and merges them into ``out/report.json``."""
+    _move_into_place(staging, targets, overwrite)
+    for key in ("serving", "tflite"):
+        if key in report:
+            report[key]["path"] = str(targets[key])
+    previous = _read_report(out / "report.json")
+    previous.update(report)
+    write_json(out / "report.json", previous)
     return previous
 
 

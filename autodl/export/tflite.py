@@ -18,7 +18,7 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -142,13 +142,23 @@ def bundle_schema(edge: EdgeGraph, schema: Schema, variants: dict[str, dict[str,
     storage = {c.name: c.storage for c in schema.features}
     names = tensor_names(edge)
     inputs: dict[str, Any] = {}
+    # A step with several outputs (wordpiece) is one input per output: the first carries the
+    # parameters, the others {"shared_with": its tensor name}, so a vocabulary is written once.
+    first_of: dict[str, str] = {}
     for key, tensor in edge.model.input.items():
         step = next((s for s in edge.host_steps if s.input == key), None)
         if step is None:
             inputs[names[key]] = {"source": "column", "column": key, "storage": storage[key],
                                   "dtype": "string" if tensor.dtype == "string" else "float32"}
-        else:
-            inputs[names[key]] = {"source": "host", **step.to_dict()}
+            continue
+        spec = {"source": "host", **step.to_dict()}
+        if step.output is not None:
+            shared = json.dumps([step.op, step.column, step.params], sort_keys=True)
+            if shared in first_of:
+                spec["params"] = {"shared_with": first_of[shared]}
+            else:
+                first_of[shared] = names[key]
+        inputs[names[key]] = spec
     return {
         "format": BUNDLE_FORMAT,
         "task": schema.task,
@@ -178,6 +188,24 @@ def write_bundle(
     int8_io: bool,
 ) -> None:
     """``model_<variant>.tflite`` each, ``model.tflite`` (the default), schema/labels JSON, the runner and its README."""
+    write_bundle_files(
+        directory, flatbuffers=flatbuffers, int8_io=int8_io, default_variant=default_variant,
+        document=lambda variants: bundle_schema(edge, schema, variants, default_variant),
+        labels=[str(c) for c in schema.classes or []], readme=bundle_readme,
+    )
+
+
+def write_bundle_files(
+    directory: Path,
+    *,
+    flatbuffers: dict[str, bytes],
+    int8_io: bool,
+    default_variant: str,
+    document: Callable[[dict[str, dict[str, Any]]], dict[str, Any]],
+    labels: list[str],
+    readme: Callable[[dict[str, Any], Sequence[str]], str],
+) -> None:
+    """The files every edge bundle has, whatever its input: ``document(variants)`` is its ``schema.json``."""
     from importlib import resources
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -186,13 +214,12 @@ def write_bundle(
         (directory / f"model_{variant}.tflite").write_bytes(flatbuffer)
         variants[variant] = {"file": f"model_{variant}.tflite", "int8_io": bool(int8_io and variant == "int8")}
     shutil.copyfile(directory / f"model_{default_variant}.tflite", directory / "model.tflite")
-    document = bundle_schema(edge, schema, variants, default_variant)
-    (directory / "schema.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
-    labels = [str(c) for c in schema.classes or []]
+    schema_document = document(variants)
+    (directory / "schema.json").write_text(json.dumps(schema_document, indent=2), encoding="utf-8")
     (directory / "labels.json").write_text(json.dumps(labels), encoding="utf-8")
     runner = resources.files("autodl.edge").joinpath("autodl_edge.py").read_text(encoding="utf-8")
     (directory / "autodl_edge.py").write_text(runner, encoding="utf-8")
-    (directory / "README.md").write_text(bundle_readme(document, sorted(flatbuffers)), encoding="utf-8")
+    (directory / "README.md").write_text(readme(schema_document, sorted(flatbuffers)), encoding="utf-8")
 
 
 # Which variants each pip runtime loads (checked by tests/export/test_edge_runtimes.py).
@@ -211,7 +238,9 @@ def bundle_readme(document: dict[str, Any], variants: Sequence[str]) -> str:
         for runtime, support in RUNTIME_SUPPORT.items()
     )
     steps = [s for s in document["inputs"].values() if s["source"] == "host"]
-    host = "\n".join(f"- `{s['column']}`: {s['op']} (in numpy, from the parameters in schema.json)" for s in steps) or "- none"
+    # dict.fromkeys: a step with several outputs (wordpiece) is listed once.
+    host = "\n".join(dict.fromkeys(f"- `{s['column']}`: {s['op']} (in numpy, from the parameters in schema.json)"
+                                    for s in steps)) or "- none"
     return f"""# autodl edge bundle
 
 Predicts `{document['target']}` ({document['task']}) from raw CSV rows with only numpy and a LiteRT interpreter.

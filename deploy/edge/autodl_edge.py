@@ -10,7 +10,8 @@ TensorFlow, pandas or autodl is needed: this file is copied into every bundle.
 
 The bundle's ``schema.json`` says which columns the model reads and which
 preprocessing steps run here in numpy because LiteRT's builtin ops cannot run
-them (integer-category lookups, TF-IDF of text columns, date parts); the rest
+them (integer-category lookups, TF-IDF of text columns, date parts, BERT WordPiece
+tokenization for the MiniLM text encoder); the rest
 (imputation, scaling, string lookups) is inside ``model*.tflite``.
 
 An image bundle (``"input": "image"`` in ``schema.json``) takes image files or
@@ -42,10 +43,11 @@ import re
 import struct
 import sys
 import time
+import unicodedata
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -174,6 +176,122 @@ def token_ids(texts: Sequence[str], vocabulary: Sequence[str], sequence_length: 
     return ids
 
 
+# -- BERT WordPiece (the MiniLM encoder's tokenizer, keras-hub's WordPieceTokenizer + StartEndPacker) --
+
+# CJK ideographs, each its own word (google-research/bert tokenization.py, as keras-hub splits them).
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F), (0x2B740, 0x2B81F),
+               (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+# Default-ignorable code points, dropped by tensorflow-text's case_fold_utf8 (NFKC_Casefold).
+_DEFAULT_IGNORABLE_RANGES = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                             (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                             (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+                             (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+_VOCABULARY_INDEX: dict[int, tuple[Sequence[str], dict[str, int]]] = {}
+
+
+def _in_ranges(c: str, ranges: Sequence[tuple[int, int]]) -> bool:
+    cp = ord(c)
+    return any(lo <= cp <= hi for lo, hi in ranges)
+
+
+def _bert_punctuation(c: str) -> bool:
+    """All non-alphanumeric printable ASCII (``$``, ``^``, `````...) and Unicode punctuation (category P*)."""
+    cp = ord(c)
+    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or unicodedata.category(c)[0] == "P"
+
+
+def _bert_space(c: str) -> bool:
+    """ASCII whitespace (RE2's ``\\s``) and control / format characters (Cc, Cf): split on, dropped."""
+    return c in " \t\n\r\f" or unicodedata.category(c) in ("Cc", "Cf")
+
+
+def case_fold(text: str) -> str:
+    """tensorflow-text's ``case_fold_utf8``: NFKC, full case folding, NFKC again, default ignorables dropped."""
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return "".join(c for c in text if not _in_ranges(c, _DEFAULT_IGNORABLE_RANGES))
+
+
+def bert_words(text: str, lowercase: bool = True, strip_accents: bool = True, split_on_cjk: bool = True) -> list[str]:
+    """BERT's basic tokenization as keras-hub does it: strip accents (NFD, drop Mn), split, then case-fold each word.
+
+    Splits on whitespace and control characters (dropped) and on punctuation and CJK
+    ideographs (each kept as a word of its own).
+
+    >>> bert_words("Héllo, WORLD!  北京")
+    ['hello', ',', 'world', '!', '北', '京']
+    """
+    return list(_bert_words(text, lowercase, strip_accents, split_on_cjk))
+
+
+def _bert_words(text: str, lowercase: bool, strip_accents: bool, split_on_cjk: bool) -> Iterator[str]:
+    """``bert_words`` one word at a time (a long text is only read as far as the sequence length needs)."""
+    if strip_accents:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    start = 0
+    for i, c in enumerate(text):
+        alone = _bert_punctuation(c) or (split_on_cjk and _in_ranges(c, _CJK_RANGES))
+        if alone or _bert_space(c):
+            if i > start:
+                yield case_fold(text[start:i]) if lowercase else text[start:i]
+            if alone:
+                yield case_fold(c) if lowercase else c
+            start = i + 1
+    if len(text) > start:
+        yield case_fold(text[start:]) if lowercase else text[start:]
+
+
+def wordpiece_word(word: str, index: dict[str, int], unk_id: int, suffix: str = "##", max_bytes: int = 100) -> list[int]:
+    """Greedy longest-match-first WordPiece of one word; ``[unk_id]`` when it cannot be split or is too long (bytes)."""
+    if not word:
+        return []
+    if len(word.encode("utf-8")) > max_bytes:
+        return [unk_id]
+    ids = []
+    start = 0
+    while start < len(word):
+        end = len(word)
+        while end > start:
+            piece = word[start:end] if start == 0 else suffix + word[start:end]
+            if piece in index:
+                ids.append(index[piece])
+                break
+            end -= 1
+        else:
+            return [unk_id]
+        start = end
+    return ids
+
+
+def _vocabulary_index(vocabulary: Sequence[str]) -> dict[str, int]:
+    cached = _VOCABULARY_INDEX.get(id(vocabulary))
+    if cached is None or cached[0] is not vocabulary:
+        cached = (vocabulary, {t: i for i, t in enumerate(vocabulary)})
+        _VOCABULARY_INDEX[id(vocabulary)] = cached
+    return cached[1]
+
+
+def wordpiece(texts: Sequence[str], params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The MiniLM encoder's ``BertTokens`` layer: texts → ``token_ids`` and ``padding_mask``, int32 ``(rows, L)``.
+
+    ``[CLS]`` + word pieces (the first L - 2) + ``[SEP]``, padded with ``pad_id``; the mask is 1
+    on the packed positions. ``params``: the ``wordpiece`` step's parameters in ``schema.json``.
+    """
+    index = _vocabulary_index(params["vocabulary"])
+    length = int(params["sequence_length"])
+    ids = np.full((len(texts), length), params["pad_id"], dtype=np.int32)
+    mask = np.zeros((len(texts), length), dtype=np.int32)
+    for row, text in enumerate(texts):
+        pieces = []
+        for word in _bert_words(text, params["lowercase"], params["strip_accents"], params["split_on_cjk"]):
+            pieces += wordpiece_word(word, index, params["unk_id"], params["suffix_indicator"], params["max_bytes_per_word"])
+            if len(pieces) >= length - 2:
+                break
+        packed = [params["cls_id"], *pieces[:length - 2], params["sep_id"]]
+        ids[row, :len(packed)] = packed
+        mask[row, :len(packed)] = 1
+    return {"token_ids": ids, "padding_mask": mask}
+
+
 def datetime_parts(seconds: np.ndarray) -> np.ndarray:
     """Epoch seconds → (year, month, day, weekday Mon=0, hour), NaN where missing (as the model does)."""
     days = np.floor(seconds / 86400.0)
@@ -202,6 +320,7 @@ def prepare_inputs(schema: dict[str, Any], columns: Any) -> dict[str, np.ndarray
     if missing:
         raise SystemExit(f"error: input is missing column(s) {', '.join(missing)} that the model was trained on")
     feeds: dict[str, np.ndarray] = {}
+    computed: dict[tuple[str, str], dict[str, np.ndarray]] = {}  # ops with several outputs, once per column
     for name, spec in schema["inputs"].items():
         raw = columns[spec["column"]]
         if spec["source"] == "column":
@@ -221,6 +340,13 @@ def prepare_inputs(schema: dict[str, Any], columns: Any) -> dict[str, np.ndarray
             feeds[name] = token_ids([_string(v) for v in raw], params["vocabulary"], params["sequence_length"])
         elif spec["op"] == "numeric":
             feeds[name] = numeric_features(columns, spec["params"])
+        elif spec["op"] == "wordpiece":
+            # One step, two inputs (token_ids, padding_mask): the second's params say {"shared_with": first input}.
+            source = spec["params"].get("shared_with", name)
+            key = (spec["column"], source)
+            if key not in computed:
+                computed[key] = wordpiece([_string(v) for v in raw], schema["inputs"][source]["params"])
+            feeds[name] = computed[key][spec["output"]]
         else:
             raise SystemExit(f"error: unknown preprocessing step '{spec['op']}' in schema.json")
     return feeds
