@@ -1,6 +1,6 @@
 """Vision benchmark: does transfer learning pay, and what does training on images cost here?
 
-    python bench/vision.py                 # everything (about 10 minutes on 2 cores)
+    python bench/vision.py                 # everything (about 15 minutes on 2 cores)
     python bench/vision.py --contenders clutter-finetune,clutter-scratch --seeds 3
 
 The transfer task is "cluttered digits", generated offline from scikit-learn's bundled
@@ -19,6 +19,10 @@ class of the disjoint task (cluttered 5-9):
   pretrained backbone;
 * ``clutter-scratch`` - the same architecture trained from scratch
   (``autodl.recipes.train_from_scratch``), the same epoch budget and augmentation;
+* ``clutter-autodl-fit`` - the product path: the pretrained backbone registered as a zoo
+  entry (``small_cnn_clutter04``), the 20-per-class images written as PNGs in class
+  folders, and ``AutoModel(...).fit(folder)`` searching it and a fresh ``small_cnn`` under a
+  4-minute budget (one draw);
 
 both given the same labelled images and scored on the same test set (two renderings of
 each 5-9 digit in the half of the digits no labelled image is drawn from), averaged over
@@ -60,7 +64,10 @@ from _harness import (  # noqa: E402
     save_results,
 )
 
-CONTENDERS = ("clutter-finetune", "clutter-scratch", "mobilenet-train-224", "pipeline-224")
+CONTENDERS = ("clutter-finetune", "clutter-scratch", "clutter-autodl-fit", "mobilenet-train-224", "pipeline-224")
+# autodl fit on the 20-labels-per-class set: the search picks between the pretrained and the fresh small_cnn.
+FIT_LABELS_PER_CLASS = 20
+FIT_TIME_LIMIT = 240.0
 CANVAS = 48
 DIGIT_PX = (18, 30)  # side of the upscaled 8x8 digit on the canvas
 SOURCE_IMAGES, SOURCE_VALID_IMAGES = 4000, 600
@@ -202,7 +209,7 @@ def dataset(x: np.ndarray, y: np.ndarray, *, batch: int = 32, shuffle: bool = Fa
     return ds.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 
-def pretrained_backbone(work: Path) -> tuple[Any, dict[str, Any]]:
+def pretrained_backbone(work: Path) -> tuple[Any, dict[str, Any], Any]:
     """small_cnn pretrained on cluttered 0-4, saved, pinned by SHA-256, fetched through the zoo cache, reloaded."""
     import keras
 
@@ -228,7 +235,7 @@ def pretrained_backbone(work: Path) -> tuple[Any, dict[str, Any]]:
     fresh = get("small_cnn").build((CANVAS, CANVAS, 3))
     fresh.load_weights(cached)
     return fresh, {"pretrain_s": round(pretrain_s, 1), "pretrain_val_accuracy": phase.best_metric,
-                   "pretrain_epochs": phase.epochs, "pretrain_images": SOURCE_IMAGES, "weights_sha256": digest}
+                   "pretrain_epochs": phase.epochs, "pretrain_images": SOURCE_IMAGES, "weights_sha256": digest}, weights
 
 
 def run_clutter(*, finetune: bool, seeds: int, **_: Any) -> dict[str, Any]:
@@ -246,7 +253,7 @@ def run_clutter(*, finetune: bool, seeds: int, **_: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="autodl-bench-vision-") as tmp:
         os.environ["AUTODL_HOME"] = tmp  # the weights cache of this run only
         if finetune:
-            pretrained, extra = pretrained_backbone(Path(tmp))
+            pretrained, extra, _ = pretrained_backbone(Path(tmp))
             pretrained_state = pretrained.get_weights()
         for per_class in LABELS_PER_CLASS:
             for seed in range(seeds):
@@ -280,6 +287,52 @@ def run_clutter(*, finetune: bool, seeds: int, **_: Any) -> dict[str, Any]:
     return {"metrics": metrics, "fit_s": float(np.mean(seconds)), "note": note,
             "extra": {**extra, "accuracies": {str(k): v for k, v in accuracies.items()}, "seconds": seconds,
                       "epochs": phases, "test_images": len(task.y_test)}}
+
+
+def write_folder(root: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    """PNG files in one sub-folder per class (``5`` .. ``9``): what a user hands ``autodl fit``."""
+    import tensorflow as tf
+
+    for i, (pixels, label) in enumerate(zip(x, y)):
+        folder = root / str(int(label) + 5)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:04d}.png").write_bytes(tf.io.encode_png(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).numpy())
+    return root
+
+
+def run_autodl_fit(**_: Any) -> dict[str, Any]:
+    """``AutoModel.fit(folder)`` searching the pretrained small_cnn (registered as a zoo entry) and a fresh one."""
+    import dataclasses
+
+    from autodl import AutoModel
+    from autodl.zoo import get, register
+
+    task = TargetTask()
+    with tempfile.TemporaryDirectory(prefix="autodl-bench-vision-fit-") as tmp:
+        os.environ["AUTODL_HOME"] = tmp
+        _, extra, weights = pretrained_backbone(Path(tmp))
+        # A user's own pretrained backbone joins the zoo with one register() call.
+        base = get("small_cnn")
+        card = dataclasses.replace(base.card, name="small_cnn_clutter04", title="Small CNN pretrained on cluttered 0-4",
+                                   pretrained=weights)
+        register(card, base.build, blocks=base.blocks)
+        x, y = task.labelled(FIT_LABELS_PER_CLASS, 0)
+        photos = write_folder(Path(tmp) / "photos", x, y)
+        test = write_folder(Path(tmp) / "test", task.x_test, task.y_test)
+        started = time.perf_counter()
+        model = AutoModel(models=["small_cnn_clutter04", "small_cnn"], image_size=[CANVAS], flip=False,
+                          time_limit=FIT_TIME_LIMIT, max_trials=20, out=str(Path(tmp) / "run"), verbosity=0).fit(photos)
+        fit_s = time.perf_counter() - started
+        scores = model.evaluate(test)
+        board = model.leaderboard()
+    best = board.iloc[0]
+    by_arch = board.groupby("architecture")["val_accuracy"].max().round(3).to_dict()
+    note = (f"{FIT_LABELS_PER_CLASS} labels/class, {FIT_TIME_LIMIT:.0f} s budget, {len(board)} trials "
+            f"(best val accuracy per backbone {by_arch}); shipped {best['architecture']}; "
+            f"test: {len(task.y_test)} held-out images")
+    return {"metrics": {f"accuracy_{FIT_LABELS_PER_CLASS}": scores["accuracy"]}, "fit_s": fit_s, "note": note,
+            "extra": {**extra, "leaderboard": board.drop(columns=["hyperparameters"]).to_dict(orient="records"),
+                      "scores": scores}}
 
 
 def run_mobilenet_throughput(*, steps: int = 6, batch: int = 32, **_: Any) -> dict[str, Any]:
@@ -337,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     runners = {
         "clutter-finetune": lambda: run_clutter(finetune=True, seeds=args.seeds),
         "clutter-scratch": lambda: run_clutter(finetune=False, seeds=args.seeds),
+        "clutter-autodl-fit": run_autodl_fit,
         "mobilenet-train-224": run_mobilenet_throughput,
         "pipeline-224": run_pipeline_throughput,
     }
