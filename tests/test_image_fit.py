@@ -53,7 +53,7 @@ def test_fit_on_a_folder_searches_pretrained_and_scratch_backbones(images, tmp_p
     patch_weights(monkeypatch, "mobilenet_v3_small", file)
     fetch("mobilenet_v3_small", source=file)  # what 'autodl zoo pull mobilenet_v3_small --from FILE' does
     out = tmp_path / "run"
-    code, stdout, err = run(["fit", images, "--out", out, "--max-trials", "2", *FAST], capsys)
+    code, stdout, err = run(["fit", images, "--out", out, "--max-trials", "2", *FAST, "--max-epochs", "2"], capsys)
     assert code == 0, err
     assert "test accuracy" in stdout and "images train/valid/test" in stdout
     manifest = json.loads((out / "run.json").read_text())

@@ -55,6 +55,7 @@ FORMATS: tuple[str, ...] = ("serving", "tflite")
 DEFAULT_VARIANT_TOLERANCE = 0.005
 INT8_FLAG_TOLERANCE = 0.01
 LATENCY_REPEATS = 200
+LATENCY_BUDGET_S = 2.0
 
 
 @dataclass
@@ -251,12 +252,18 @@ def score(task: str, y: np.ndarray, output: np.ndarray) -> float:
     return float(metrics_lib.compute(task, y, output)[metrics_lib.default_metric(task)])
 
 
-def median_ms(fn: Callable[[], Any], repeats: int = LATENCY_REPEATS) -> float:
-    """Median wall time of ``fn`` in milliseconds, after a few warm-up calls."""
+def median_ms(fn: Callable[[], Any], repeats: int = LATENCY_REPEATS, *, budget_s: float = LATENCY_BUDGET_S) -> float:
+    """Median wall time of ``fn`` in milliseconds, after a few warm-up calls.
+
+    At most ``repeats`` calls, and no more than ``budget_s`` seconds of them (at least
+    5 calls): a 100 ms Keras call needs no 200 samples for a stable median, and an
+    export of a large model should not spend half a minute timing it.
+    """
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    started = time.perf_counter()
+    while len(times) < repeats and (len(times) < 5 or time.perf_counter() - started < budget_s):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
