@@ -53,3 +53,10 @@ def csv_path(tmp_path, table):
     path = tmp_path / "data.csv"
     table.to_csv(path, index=False)
     return path
+
+
+@pytest.fixture
+def empty_weights_cache(tmp_path, monkeypatch):
+    """An empty zoo weights cache (``$AUTODL_HOME``) for the test: nothing reads ~/.cache or the network."""
+    monkeypatch.setenv("AUTODL_HOME", str(tmp_path / "autodl-home"))
+    return tmp_path / "autodl-home"

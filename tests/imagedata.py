@@ -44,3 +44,12 @@ def patch_weights(monkeypatch, name: str, file: Path | None = None) -> None:
     entry = get(name)
     patched = dataclasses.replace(entry, card=dataclasses.replace(entry.card, pretrained=weights))
     monkeypatch.setitem(registry._ENTRIES, name, patched)
+
+
+def run_cli(args: list, capsys) -> tuple[int, str, str]:
+    """``autodl ARGS`` in-process: exit code, stdout, stderr."""
+    from autodl.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

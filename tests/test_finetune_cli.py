@@ -11,23 +11,13 @@ import pandas as pd
 import pytest
 
 from autodl.cli import main
-from tests.imagedata import CLASSES, patch_weights, write_images
+from tests.imagedata import CLASSES, patch_weights, run_cli, write_images
 
 PER_CLASS = 24
 FAST = ["--image-size", "32", "--head-epochs", "4", "--finetune-epochs", "2", "--quiet"]
 
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture(autouse=True)
-def autodl_home(tmp_path, monkeypatch) -> Path:
-    """An empty weights cache per test: nothing reads ~/.cache or the network."""
-    monkeypatch.setenv("AUTODL_HOME", str(tmp_path / "autodl-home"))
-    return tmp_path / "autodl-home"
+run = run_cli
+pytestmark = pytest.mark.usefixtures("empty_weights_cache")
 
 
 @pytest.fixture(scope="module")

@@ -9,24 +9,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autodl.cli import main
-from tests.imagedata import CLASSES, patch_weights, write_images
+from tests.imagedata import CLASSES, patch_weights, run_cli, write_images
 
 PER_CLASS = 20
 FAST = ["--image-size", "32", "--max-epochs", "4", "--quiet"]
 
-
-def run(args, capsys):
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@pytest.fixture(autouse=True)
-def autodl_home(tmp_path, monkeypatch) -> Path:
-    """An empty weights cache per test: only entries trained from scratch are searchable by default."""
-    monkeypatch.setenv("AUTODL_HOME", str(tmp_path / "autodl-home"))
-    return tmp_path / "autodl-home"
+run = run_cli
+pytestmark = pytest.mark.usefixtures("empty_weights_cache")
 
 
 @pytest.fixture(scope="module")
