@@ -293,11 +293,18 @@ def _build_and_fit(config: FinetuneConfig, dataset: Any, split: Any, reporter: R
     return model, phase.to_dict(), "scratch"
 
 
-def evaluate_images(model: Any, part: Any, image_size: int | tuple[int, int], task: str, run: RunDir | None = None) -> dict[str, float]:
-    """Metrics on one split part (an ``ImageDataset``); with ``run``, also writes its per-image predictions."""
+def evaluate_images(
+    model: Any, part: Any, image_size: int | tuple[int, int], task: str, run: RunDir | None = None,
+    outputs: tuple[np.ndarray, list[str]] | None = None,
+) -> dict[str, float]:
+    """Metrics on one split part (an ``ImageDataset``); with ``run``, also writes its per-image predictions.
+
+    ``outputs`` is ``predict_image_output``'s result for ``part.paths`` when the caller
+    already has it (the image fit audits the same predictions).
+    """
     from autodl import metrics as metrics_lib
 
-    proba, kept = predict_image_output(model, part.paths, image_size)
+    proba, kept = outputs if outputs is not None else predict_image_output(model, part.paths, image_size)
     index = {p: i for i, p in enumerate(part.paths)}
     y = part.labels[[index[p] for p in kept]]
     if run is not None:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from autodl.errors import UserError
-from autodl.finetune import evaluate_images, prepare_images
+from autodl.finetune import evaluate_images, predict_image_output, prepare_images
 from autodl.fit import FitConfig, FitResult, _load_split, leaderboard_frame, open_run, versions
 from autodl.progress import NullReporter, Reporter
 from autodl.run import RunDir, atomic_write, atomic_write_text
@@ -170,12 +170,14 @@ def run_image_fit(config: FitConfig, data: str | os.PathLike[str], *, reporter: 
         best = ranked[0]
         model = tuner.load_model(best)
         size = int(best.hyperparameters.values["image_size"])
+        test = dataset.subset(split.test)
+        test_outputs = predict_image_output(model, test.paths, size)
         metrics = {
             "validation": evaluate_images(model, dataset.subset(split.valid), size, task),
-            "test": evaluate_images(model, dataset.subset(split.test), size, task, run=run),
+            "test": evaluate_images(model, test, size, task, run=run, outputs=test_outputs),
         }
         if attributes is not None:
-            audit = audit_images(run, model, dataset, split.test, attributes, config, size=size, task=task)
+            audit = audit_images(run, dataset, split.test, test_outputs, attributes, config, task=task)
             manifest["audit"] = {"file": "audit.json", "verdict": audit["verdict"], "sensitive": list(config.sensitive),
                                  "sensitive_as_feature": False}
         leaderboard = leaderboard_frame(tuner, METRIC)
@@ -219,16 +221,15 @@ def search_images(
 
 
 def audit_images(
-    run: RunDir, model: Any, dataset: Any, test_rows: np.ndarray, attributes: Any, config: FitConfig, *, size: int,
-    task: str,
+    run: RunDir, dataset: Any, test_rows: np.ndarray, test_outputs: tuple[np.ndarray, list[str]], attributes: Any,
+    config: FitConfig, *, task: str,
 ) -> dict[str, Any]:
-    """The Fairlearn audit of the test images' predictions across the sensitive columns of the image CSV."""
+    """The Fairlearn audit of the test images' predictions (``predict_image_output``'s) across the image CSV's sensitive columns."""
     from autodl.audit.report import audit_frame, write_audit
     from autodl.data import Schema
-    from autodl.finetune import predict_image_output
 
     part = dataset.subset(test_rows)
-    output, kept = predict_image_output(model, part.paths, size)
+    output, kept = test_outputs
     index = {p: i for i, p in enumerate(part.paths)}
     rows = np.asarray([index[p] for p in kept], dtype=np.int64)
     target = config.target or "class"
