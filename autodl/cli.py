@@ -533,9 +533,9 @@ def _cached(card: Any) -> str:
     if card.pretrained is not None:
         return "yes" if is_cached(card.pretrained) else "no"
     if card.fine_tuning is not None and card.fine_tuning.bundled_weights:
-        from autodl.zoo.text import minilm
+        from autodl import zoo
 
-        return "installed" if card.name != minilm.NAME or minilm.pretrained_available() else "not installed"
+        return "installed" if zoo.get(card.name).unavailable_reason() is None else "not installed"
     return "—"
 
 

@@ -361,13 +361,14 @@ def warm_start_config(architecture: str, text_model: str | None = None) -> dict[
 
 
 def _text_entry_available(name: str, models: tuple[str, ...] | None) -> bool:
-    """A pretrained encoder whose package is missing is left out of a default search, and named if asked for."""
-    from autodl.zoo.text import minilm
+    """An encoder whose optional package is missing is left out of a default search, and named if asked for."""
+    from autodl import zoo
 
-    if name != minilm.NAME or minilm.pretrained_available():
+    reason = zoo.get(name).unavailable_reason()
+    if reason is None:
         return True
     if models and name in models:
-        raise UserError(f"--models {name}: {minilm.unavailable_reason()}")
+        raise UserError(f"--models {name}: {reason}")
     return False
 
 

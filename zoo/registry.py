@@ -188,6 +188,12 @@ class ZooEntry:
     card: Card
     build: Builder
     blocks: Blocks | None = None
+    # ``unavailable()`` says why the entry cannot be built here (an optional package is
+    # missing), or returns None; entries without it are always available.
+    unavailable: Callable[[], str | None] | None = None
+
+    def unavailable_reason(self) -> str | None:
+        return None if self.unavailable is None else self.unavailable()
 
     @property
     def task(self) -> str:
@@ -197,11 +203,13 @@ class ZooEntry:
 _ENTRIES: dict[str, ZooEntry] = {}
 
 
-def register(card: Card, build: Builder, *, blocks: Blocks | None = None) -> ZooEntry:
+def register(
+    card: Card, build: Builder, *, blocks: Blocks | None = None, unavailable: Callable[[], str | None] | None = None
+) -> ZooEntry:
     """Adds an architecture to the zoo; names are unique."""
     if card.name in _ENTRIES and _ENTRIES[card.name].build is not build:
         raise ValueError(f"zoo entry {card.name!r} is registered twice")
-    entry = ZooEntry(card=card, build=build, blocks=blocks)
+    entry = ZooEntry(card=card, build=build, blocks=blocks, unavailable=unavailable)
     _ENTRIES[card.name] = entry
     return entry
 

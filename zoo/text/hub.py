@@ -55,10 +55,8 @@ def register_preset(preset: str) -> str:
 
     def build(hp: Any, text: Any, stats: Any = None, *, name: str | None = None) -> Any:
         del hp
-        length = minilm.DEFAULT_SEQUENCE_LENGTH
-        if getattr(stats, "sequence_length", None):
-            length = min(minilm.MAX_SEQUENCE_LENGTH, max(16, -(-(int(stats.sequence_length * 1.3) + 2) // 8) * 8))
-        return minilm.encoder(length, name=f"{name}_{entry}" if name else entry, preset=location)(text)
+        return minilm.encoder(minilm.word_piece_length(stats), name=f"{name}_{entry}" if name else entry,
+                              preset=location)(text)
 
     entry = name
     card = Card(

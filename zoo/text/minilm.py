@@ -55,6 +55,7 @@ __all__ = [
     "missing_modules",
     "preset_dir",
     "pretrained_available",
+    "word_piece_length",
     "register_layers",
     "sequence_length_for",
     "unavailable_reason",
@@ -286,11 +287,18 @@ def build(hp: Any, text: Any, stats: Any = None, *, name: str | None = None) -> 
     ``hp`` is unused: the encoder has no searched hyperparameters.
     """
     del hp
-    length = DEFAULT_SEQUENCE_LENGTH
+    return encoder(word_piece_length(stats), name=f"{name}_{NAME}" if name else NAME)(text)
+
+
+def word_piece_length(stats: Any = None) -> int:
+    """Word pieces to read for texts of ``stats.sequence_length`` words (default without stats).
+
+    About 1.3 pieces per English word, plus ``[CLS]`` and ``[SEP]``, rounded up to a multiple of 8.
+    """
     words = getattr(stats, "sequence_length", None)
-    if words:
-        length = min(MAX_SEQUENCE_LENGTH, max(16, _round_up(int(words * 1.3) + SPECIAL_TOKENS, 8)))
-    return encoder(length, name=f"{name}_{NAME}" if name else NAME)(text)
+    if not words:
+        return DEFAULT_SEQUENCE_LENGTH
+    return min(MAX_SEQUENCE_LENGTH, max(16, _round_up(int(words * 1.3) + SPECIAL_TOKENS, 8)))
 
 
 def blocks(model: Any) -> list[list[Any]]:
@@ -434,4 +442,4 @@ def register_layers() -> None:
     _tokenizer_layer()
 
 
-register(CARD, build, blocks=blocks)
+register(CARD, build, blocks=blocks, unavailable=unavailable_reason)
