@@ -40,7 +40,7 @@ def test_text_stats_hold_words_pairs_and_a_covering_length() -> None:
     assert "good film" not in stats.ngrams  # seen once: left out
     assert len(stats.idf) == len(stats.ngrams) and stats.sequence_length % 8 == 0
     assert stats.n_truncated == int(sum(len(standardize(t)) > stats.sequence_length for t in texts))
-    assert standardize("Ça VA, très-bien!") == ["Ça", "va", "trèsbien"]  # ASCII lowering, like tf.strings.lower
+    assert standardize("Ça VA, très-bien!") == ["Ça", "va", "très", "bien"]  # ASCII lowering, like tf.strings.lower
 
 
 @pytest.mark.parametrize("name", SCRATCH_MODELS)
@@ -61,14 +61,22 @@ def test_each_text_encoder_builds_trains_and_round_trips(name, tmp_path) -> None
     assert zoo.get(name).card.task == "text" and zoo.get(name).card.paper
 
 
-def test_runner_token_ids_match_text_vectorization() -> None:
+@pytest.mark.parametrize("mode", ["split_punctuation", "lower_and_strip_punctuation"])
+def test_runner_token_ids_match_text_vectorization(mode: str) -> None:
     from autodl.edge import autodl_edge
+    from autodl.zoo.text._common import split_punctuation
 
     stats = text_stats(make_text_table(50)["review"].to_numpy())
-    layer = keras.layers.TextVectorization(vocabulary=stats.tokens, output_mode="int", output_sequence_length=6)
-    texts = ["Great plot, GREAT actors!", "", "zzz unknown words here and there too many", "poor\tpoor  film"]
+    layer = keras.layers.TextVectorization(
+        vocabulary=stats.tokens + ["didn", "t"], output_mode="int", output_sequence_length=6,
+        standardize=split_punctuation if mode == "split_punctuation" else mode,
+    )
+    texts = ["Great plot, GREAT actors!", "", "zzz unknown words here and there too many", "poor\tpoor  film",
+             "didn't-like it...10/10", "Ça VA,très-bien!"]
     expected = keras.ops.convert_to_numpy(layer(np.array(texts)))
-    np.testing.assert_array_equal(autodl_edge.token_ids(texts, layer.get_vocabulary(), 6), expected)
+    np.testing.assert_array_equal(autodl_edge.token_ids(texts, layer.get_vocabulary(), 6, mode), expected)
+    if mode == "split_punctuation":  # and the training statistics tokenize as the runner (and so the layer) does
+        assert [autodl_edge.words(t) for t in texts] == [standardize(t) for t in texts]
 
 
 @pytest.fixture(scope="module")

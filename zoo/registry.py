@@ -66,8 +66,8 @@ class EncodedFeatures:
 class TextStats:
     """What one text column's training values teach its encoders.
 
-    Texts are standardized as Keras ``TextVectorization`` does by default (lower
-    case, punctuation stripped, split on whitespace), which the edge runner
+    Texts are standardized by ``autodl.zoo.text._common.split_punctuation`` (lower
+    case, punctuation as spaces, split on whitespace), which the edge runner
     reproduces in plain Python.
 
     Attributes:

@@ -386,9 +386,11 @@ def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
     if isinstance(layer, keras.layers.TextVectorization):
         config = layer.get_config()
         mode = config["output_mode"]
+        # A callable standardization is known by its name (the zoo's is split_punctuation).
+        standardize = getattr(config["standardize"], "__name__", config["standardize"])
         expected = {
             "output_mode": (mode, ("tf_idf", "int")),
-            "standardize": (config["standardize"], ("lower_and_strip_punctuation",)),
+            "standardize": (standardize, ("split_punctuation", "lower_and_strip_punctuation")),
             "split": (config["split"], ("whitespace",)),
             "ngrams": (config["ngrams"], (None, 2) if mode == "tf_idf" else (None,)),
         }
@@ -396,7 +398,7 @@ def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
             if value not in allowed:
                 raise RunError(f"TextVectorization '{layer.name}' uses {key}={value!r}; the edge runner implements {allowed!r}")
         vocabulary = [str(v) for v in layer.get_vocabulary()]
-        params: dict[str, Any] = {"vocabulary": vocabulary, "standardize": config["standardize"], "split": config["split"]}
+        params: dict[str, Any] = {"vocabulary": vocabulary, "standardize": standardize, "split": config["split"]}
         if mode == "int":
             # Index 0 pads, 1 is "[UNK]"; the runner maps tokens the same way and pads or truncates.
             params["sequence_length"] = int(config["output_sequence_length"])

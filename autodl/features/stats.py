@@ -118,11 +118,14 @@ def category_vocabulary(values: np.ndarray, *, integer: bool, max_categories: in
 
 
 def standardize(text: Any) -> list[str]:
-    """Tokens of ``text`` as Keras ``TextVectorization`` makes them by default: lower case, no punctuation, whitespace split.
+    """Tokens of ``text`` as the zoo's ``split_punctuation`` makes them: lower case, punctuation as spaces, whitespace split.
 
     Only ASCII letters are lowered, as ``tf.strings.lower`` does: "É" stays "É".
+
+    >>> standardize("I didn't like it... 10/10!")
+    ['i', 'didn', 't', 'like', 'it', '10', '10']
     """
-    return _PUNCTUATION.sub("", str(text).translate(_ASCII_LOWER)).split()
+    return _PUNCTUATION.sub(" ", str(text).translate(_ASCII_LOWER)).split()
 
 
 def text_stats(values: np.ndarray, *, max_tokens: int = MAX_TEXT_TOKENS) -> TextStats:

@@ -149,29 +149,37 @@ def integer_lookup(values: np.ndarray, vocabulary: Sequence[int]) -> np.ndarray:
     return np.asarray([index.get(int(v), 0) for v in values], dtype=np.int64)
 
 
-def words(text: str) -> list[str]:
-    """Keras TextVectorization's default standardization: ASCII lower case, punctuation stripped, whitespace split."""
-    return _PUNCTUATION.sub("", text.translate(_ASCII_LOWER)).split()
+# TextVectorization standardizations the runner implements: what replaces punctuation.
+_STANDARDIZE = {"split_punctuation": " ", "lower_and_strip_punctuation": ""}
 
 
-def tfidf(texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float], ngrams: int = 1) -> np.ndarray:
+def words(text: str, standardize: str = "split_punctuation") -> list[str]:
+    """ASCII lower case, punctuation as spaces (autodl's ``split_punctuation``) or deleted (Keras' default), whitespace split."""
+    return _PUNCTUATION.sub(_STANDARDIZE[standardize], text.translate(_ASCII_LOWER)).split()
+
+
+def tfidf(
+    texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float], ngrams: int = 1, standardize: str = "split_punctuation",
+) -> np.ndarray:
     """Keras TextVectorization(output_mode="tf_idf", ngrams=None or 2): counts of words (and word pairs) times IDF."""
     index = {w: i for i, w in enumerate(vocabulary)}
     counts = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
     for row, text in enumerate(texts):
-        tokens = words(text)
+        tokens = words(text, standardize)
         terms = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if ngrams == 2 else tokens
         for term in terms:
             counts[row, index.get(term, 0)] += 1.0
     return counts * np.asarray(idf, dtype=np.float32)
 
 
-def token_ids(texts: Sequence[str], vocabulary: Sequence[str], sequence_length: int) -> np.ndarray:
+def token_ids(
+    texts: Sequence[str], vocabulary: Sequence[str], sequence_length: int, standardize: str = "split_punctuation",
+) -> np.ndarray:
     """Keras TextVectorization(output_mode="int"): word indices (1 for unknown words), padded with 0, truncated."""
     index = {w: i for i, w in enumerate(vocabulary) if i >= 2}
     ids = np.zeros((len(texts), sequence_length), dtype=np.int64)
     for row, text in enumerate(texts):
-        tokens = words(text)[:sequence_length]
+        tokens = words(text, standardize)[:sequence_length]
         ids[row, : len(tokens)] = [index.get(t, 1) for t in tokens]
     return ids
 
@@ -334,10 +342,12 @@ def prepare_inputs(schema: dict[str, Any], columns: Any) -> dict[str, np.ndarray
             feeds[name] = integer_lookup(ints, spec["params"]["vocabulary"])
         elif spec["op"] == "tfidf":
             params = spec["params"]
-            feeds[name] = tfidf([_string(v) for v in raw], params["vocabulary"], params["idf"], params.get("ngrams", 1))
+            feeds[name] = tfidf([_string(v) for v in raw], params["vocabulary"], params["idf"], params.get("ngrams", 1),
+                                params.get("standardize", "lower_and_strip_punctuation"))
         elif spec["op"] == "token_ids":
             params = spec["params"]
-            feeds[name] = token_ids([_string(v) for v in raw], params["vocabulary"], params["sequence_length"])
+            feeds[name] = token_ids([_string(v) for v in raw], params["vocabulary"], params["sequence_length"],
+                                    params.get("standardize", "lower_and_strip_punctuation"))
         elif spec["op"] == "numeric":
             feeds[name] = numeric_features(columns, spec["params"])
         elif spec["op"] == "wordpiece":
