@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,11 @@ class AutoModel:
         grid_size: models the reductions grid trains.
         image_size: images only: square input sizes to search (default: chosen from the images' sizes).
         flip: images only: allow horizontal flips in augmentation (off for digits, text, documents).
+        workers: tables: run the search's trials in this many local worker processes, on keras-tuner's
+            chief/worker engine (0: in this process). More workers can join from other machines.
+        listen: the chief's address for workers: loopback by default; ``"0.0.0.0"`` accepts other machines.
+        stream: tables: read the file in chunks instead of into memory (``None``: only files over 1 GiB);
+            the schema comes from a sample, statistics from streaming passes, training batches from tf.data.
         verbosity: 0 silent, 1 progress and summary.
     """
 
@@ -98,6 +103,9 @@ class AutoModel:
         grid_size: int = 7,
         image_size: Sequence[int] = (),
         flip: bool = True,
+        workers: int = 0,
+        listen: str = "127.0.0.1",
+        stream: bool | None = None,
         verbosity: int = 1,
         reporter: Reporter | None = None,
     ) -> None:
@@ -109,6 +117,7 @@ class AutoModel:
             max_epochs=max_epochs, class_weight=class_weight, sensitive=tuple(sensitive),
             sensitive_as_feature=sensitive_as_feature, positive=positive, fairness_constraint=fairness_constraint,
             mitigate=mitigate, grid_size=grid_size, image_size=tuple(image_size), flip=flip,
+            workers=workers, listen=listen, stream=stream,
         )
         self.verbosity = verbosity
         self._reporter = reporter
@@ -239,6 +248,20 @@ class AutoModel:
             else:
                 frame["prediction"] = prediction_frame(self.schema, decided)["prediction"]
         return frame
+
+    def predict_chunks(self, path: str | Path, *, chunk_rows: int | None = None) -> Iterator[pd.DataFrame]:
+        """``predict_frame`` of a table file, chunk by chunk: for files larger than memory.
+
+        >>> for part in model.predict_chunks("big.csv"):  # doctest: +SKIP
+        ...     part.to_csv("predictions.csv", mode="a", index=False)
+        """
+        from autodl.data.io import iter_table
+        from autodl.features.streaming import CHUNK_ROWS
+
+        if self.is_image:
+            raise UserError("chunked prediction reads tables; an image run predicts a folder or a CSV of image paths")
+        for chunk in iter_table(path, chunk_rows=chunk_rows or CHUNK_ROWS):
+            yield self.predict_frame(chunk.reset_index(drop=True))
 
     @property
     def fairness_thresholds(self) -> Any:

@@ -85,6 +85,9 @@ def fit(
     quantize: str = typer.Option("all", "--quantize", help="With --export tflite: none, float16, dynamic, int8 or all."),
     image_size: Optional[str] = typer.Option(None, "--image-size", help="Images: comma-separated square input sizes to search, e.g. 96,128 (default: chosen from the images' sizes)."),
     no_flip: bool = typer.Option(False, "--no-flip", help="Images: no horizontal flips in augmentation (digits, text, documents)."),
+    workers: int = typer.Option(0, "--workers", help="Tables: run trials in N local worker processes (keras-tuner's chief/worker engine), each on a share of the CPUs or one GPU; 0 runs them in this process."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Tables: read the file in chunks instead of into memory (schema from a sample, statistics from streaming passes, training batches from tf.data); default: only for files over 1 GiB."),
+    listen: str = typer.Option("127.0.0.1", "--listen", help="With --workers: the address the chief serves trials on; 0.0.0.0 lets 'autodl worker' join from other machines."),
 ) -> None:
     """Search zoo architectures for DATA, evaluate the best on a test split, save the run.
 
@@ -111,6 +114,7 @@ def fit(
         sensitive=_split_list(sensitive), sensitive_as_feature=sensitive_as_feature, positive=positive,
         fairness_constraint=fairness_constraint, mitigate=mitigate, grid_size=grid_size,
         image_size=tuple(_int_option(v, "--image-size") for v in _split_list(image_size)), flip=not no_flip,
+        workers=workers, listen=listen, stream=stream,
     )
     model.fit(str(data), None if test is None else str(test))
     _print_summary(model.manifest)
@@ -122,6 +126,34 @@ def fit(
         _print_fairness(report)
     if export_options is not None:
         _run_export(model.run_dir, export_options, quiet=quiet)
+
+
+@app.command()
+def worker(
+    run: Path = typer.Argument(..., help="The run directory of the search (on a filesystem the chief's machine shares)."),
+    chief: str = typer.Option(..., "--chief", help="HOST:PORT the chief printed when 'autodl fit --workers' started."),
+    worker_id: Optional[str] = typer.Option(None, "--id", help="This worker's name in the search (default: HOST-PID)."),
+    cpus: Optional[str] = typer.Option(None, "--cpus", help="Comma-separated CPU ids to run on (default: all)."),
+) -> None:
+    """Join a running distributed search: ask the chief for trials and run them until it says stop.
+
+    The worker reads the data, split and options from RUN, so it must see the same
+    data file at the same path. Start the chief with 'autodl fit ... --workers N
+    --listen 0.0.0.0'; it prints the address to pass here.
+    """
+    _quiet_tensorflow()
+    import os
+    import socket
+
+    from autodl.fit import run_worker
+    from autodl.progress import LogReporter
+    from autodl.search.distributed import pin_to_cpus
+
+    if cpus:
+        pin_to_cpus([_int_option(c, "--cpus") for c in _split_list(cpus)])
+    tuner_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    done = run_worker(run, chief, tuner_id, reporter=LogReporter(tuner_id))
+    print(f"{tuner_id}: ran {done} trials; the chief has stopped giving out trials")
 
 
 @app.command()
@@ -363,13 +395,18 @@ def predict(
     run: Path = typer.Argument(..., help="Run directory written by 'autodl fit'."),
     data: Path = typer.Argument(..., help="File with the same feature columns (the target may be absent); for an image run, a folder of images or a CSV of image paths."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV to write; default: standard output."),
+    stream: Optional[bool] = typer.Option(None, "--stream/--no-stream", help="Read and write in chunks, for tables larger than memory (default: only for files over 1 GiB)."),
 ) -> None:
     """Predict DATA with a fitted run: a 'prediction' column, plus 'proba_<class>' for classifiers ('path' first for image runs)."""
     _quiet_tensorflow()
     from autodl.api import AutoModel
+    from autodl.features.streaming import should_stream
     from autodl.run import atomic_write_text
 
     model = AutoModel.load(run)
+    if not model.is_image and should_stream(data, stream):
+        _predict_streaming(model, data, output)
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         frame = model.predict_frame(str(data))
@@ -380,6 +417,39 @@ def predict(
     else:
         atomic_write_text(output, frame.to_csv(index=False))
         err.print(f"wrote {len(frame)} predictions to {output}")
+
+
+def _predict_streaming(model: Any, data: Path, output: Optional[Path]) -> None:
+    """Writes each chunk's predictions as it is read; a file output appears whole, under its name, at the end."""
+    import tempfile
+
+    target = None
+    if output is not None:
+        handle, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent if str(output.parent) else ".")
+        os.close(handle)
+        target = Path(tmp)
+    rows, seen = 0, set()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            for part in model.predict_chunks(data):
+                text = part.to_csv(index=False, header=rows == 0)
+                if target is None:
+                    sys.stdout.write(text)
+                else:
+                    with target.open("a", encoding="utf-8") as f:
+                        f.write(text)
+                rows += len(part)
+        for w in caught:
+            if str(w.message) not in seen:  # once, not once per chunk
+                seen.add(str(w.message))
+                err.print(f"warning: {w.message}")
+        if target is not None and output is not None:
+            target.replace(output)
+            err.print(f"wrote {rows} predictions to {output} (streamed)")
+    finally:
+        if target is not None:
+            target.unlink(missing_ok=True)
 
 
 @app.command()

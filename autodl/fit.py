@@ -75,6 +75,9 @@ class FitConfig:
     grid_size: int = 7
     image_size: tuple[int, ...] = ()
     flip: bool = True
+    workers: int = 0
+    listen: str = "127.0.0.1"
+    stream: bool | None = None  # None: stream files above autodl.features.streaming.STREAM_THRESHOLD_BYTES
 
     def validate(self, kind: str = "tabular") -> "FitConfig":
         """Checks the options for a fit of ``kind`` (``"tabular"`` or ``"image"``); raises a one-line ``UserError``."""
@@ -108,6 +111,8 @@ class FitConfig:
                 raise UserError(f"unknown {kind} model {unknown[0]!r}; choose from: {', '.join(known)}")
         if isinstance(self.cv, int) and self.cv == 1:
             raise UserError("--cv needs at least 2 folds (or 0 for a single validation split)")
+        if self.workers < 0:
+            raise UserError("--workers must be 0 (one process) or more worker processes")
         if any(isinstance(s, bool) or not isinstance(s, int) or s < 16 for s in self.image_size):
             raise UserError(f"--image-size takes sizes in pixels of at least 16, e.g. 96,128; got {self.image_size!r}")
         if kind == "image":
@@ -128,6 +133,7 @@ class FitConfig:
             "--sensitive-as-feature": self.sensitive_as_feature, "--fairness-constraint": self.fairness_constraint is not None,
             "--mitigate": self.mitigate is not None, "--task": self.task not in (None, "binary", "multiclass"),
             "--refit": self.refit != defaults.refit, "--cv": self.cv not in (defaults.cv, 0, None),
+            "--workers": self.workers > 0,
         }
         used = [flag for flag, on in table_only.items() if on]
         if used:
@@ -171,6 +177,10 @@ class Prepared:
     frame: pd.DataFrame  # the labelled rows as read (sensitive columns included), aligned with ``data``
     target_mean: float = 0.0
     target_std: float = 1.0
+    # The streaming path: the training rows stay in the file (``data`` holds only validation and
+    # test rows), and their statistics come from streaming passes.
+    stream: Any = None
+    stats: Any = None
 
 
 @dataclass
@@ -313,6 +323,17 @@ def resolve_cv(cv: int | str | None, n_rows: int, *, text: bool = False) -> int:
     return int(cv)  # type: ignore[arg-type]
 
 
+def balancing_weights(counts: np.ndarray, config: FitConfig) -> np.ndarray | None:
+    """One weight per class that balances the training rows' class counts, or ``None`` when not asked or needed."""
+    present = counts[counts > 0]
+    balance = config.class_weight == "balanced" or (
+        config.class_weight == "auto" and present.min() / present.max() < IMBALANCE_RATIO
+    )
+    if not balance:
+        return None
+    return np.where(counts > 0, counts.sum() / (len(present) * np.maximum(counts, 1)), 0.0)
+
+
 def apply_weights(prepared: Prepared, config: FitConfig) -> None:
     """Class weights (for imbalance) times the weight column, scaled to mean 1 on training rows."""
     data, schema = prepared.data, prepared.schema
@@ -323,13 +344,8 @@ def apply_weights(prepared: Prepared, config: FitConfig) -> None:
         prepared.target_std = float(np.std(y_train)) or 1.0
     weights = np.ones(len(data), dtype=np.float32) if data.sample_weight is None else data.sample_weight.copy()
     if schema.is_classification:
-        counts = np.bincount(data.y[train_rows], minlength=len(schema.classes or []))  # type: ignore[index]
-        present = counts[counts > 0]
-        balance = config.class_weight == "balanced" or (
-            config.class_weight == "auto" and present.min() / present.max() < IMBALANCE_RATIO
-        )
-        if balance:
-            class_weight = np.where(counts > 0, len(train_rows) / (len(present) * np.maximum(counts, 1)), 0.0)
+        class_weight = balancing_weights(np.bincount(data.y[train_rows], minlength=len(schema.classes or [])), config)  # type: ignore[index]
+        if class_weight is not None:
             weights = weights * class_weight[data.y].astype(np.float32)  # type: ignore[index]
             schema.notes.append("classes weighted for balance (--class-weight)")
     if schema.weight_column is None and not np.any(weights != 1.0):
@@ -348,6 +364,7 @@ class Final:
     members: list[str]
     reason: str
     valid_score: float
+    strategy: str | None = None  # the tf.distribute strategy of a refit
 
 
 def warm_start_config(architecture: str, text_model: str | None = None) -> dict[str, Any]:
@@ -395,9 +412,37 @@ def search_space(schema: Schema, models: tuple[str, ...] | None) -> tuple[list[s
 
 
 def search(
+    prepared: Prepared, config: FitConfig, run: RunDir, *, metric: str, deadline: float | None, reporter: Reporter,
+    resume: bool, source: DataSource | None = None,
+) -> Any:
+    """Runs (or resumes) the keras-tuner search; returns the tuner with its trials.
+
+    With ``config.workers``, this process is the chief of a distributed search:
+    it serves the oracle and local worker processes run the trials.
+    """
+    tuner = make_tuner(prepared, config, run, metric=metric, deadline=deadline, reporter=reporter, resume=resume)
+    if config.workers:
+        if source is None:
+            raise RunError("a distributed search needs the data as a file or DataFrame (internal: no source given)")
+        serve(tuner, config, run, source=source, deadline=deadline, reporter=reporter)
+    else:
+        run_search(tuner, prepared)
+    return tuner
+
+
+def run_search(tuner: Any, prepared: Prepared) -> None:
+    """The trials of this process: all of them, or a worker's share of a distributed search."""
+    data, split = prepared.data, prepared.split
+    if prepared.folds:
+        tuner.search(data.take(np.concatenate([split.train, split.valid])), None)
+    else:
+        tuner.search(prepared.stream or data.take(split.train), data.take(split.valid))
+
+
+def make_tuner(
     prepared: Prepared, config: FitConfig, run: RunDir, *, metric: str, deadline: float | None, reporter: Reporter, resume: bool
 ) -> Any:
-    """Runs (or resumes) the keras-tuner search; returns the tuner with its trials."""
+    """The search's hypermodel, oracle and tuner (over ``run``'s ``tuner/`` folder)."""
     import keras_tuner as kt
 
     from autodl.features import fit_stats
@@ -406,13 +451,13 @@ def search(
     data, split = prepared.data, prepared.split
     pool_rows = np.concatenate([split.train, split.valid])
     train_rows = pool_rows if prepared.folds else split.train
-    stats = fit_stats(data.take(train_rows).x, prepared.schema)
+    stats = prepared.stats or fit_stats(data.take(train_rows).x, prepared.schema)
     for column, text in stats.texts.items():
         if text.n_truncated:
             reporter.message(f"text column '{column}': {text.n_truncated} of {len(train_rows)} training texts are longer "
                              f"than {text.sequence_length} words; sequence models read their first {text.sequence_length}")
     architectures, text_models, initial = search_space(prepared.schema, config.models)
-    n_train = len(prepared.folds[0][0]) if prepared.folds else len(split.train)
+    n_train = len(prepared.folds[0][0]) if prepared.folds else len(prepared.stream or split.train)
     hypermodel = TabularHyperModel(
         prepared.schema, stats, n_train_rows=n_train, architectures=architectures, text_models=text_models,
         metric=metric, target_mean=prepared.target_mean, target_std=prepared.target_std,
@@ -430,11 +475,94 @@ def search(
         # Constrained selection chooses among all trials, so all keep their weights until then.
         keep_top_k=config.max_trials if config.fairness_constraint else max(config.ensemble, 1),
     )
-    if prepared.folds:
-        tuner.search(data.take(pool_rows), None)
-    else:
-        tuner.search(data.take(split.train), data.take(split.valid))
     return tuner
+
+
+@dataclass
+class DataSource:
+    """Where a fit's data came from, so worker processes can read the same rows."""
+
+    data: str | Path | pd.DataFrame
+    fingerprint: str
+    test_data: str | Path | pd.DataFrame | None = None
+
+
+def serve(tuner: Any, config: FitConfig, run: RunDir, *, source: DataSource, deadline: float | None, reporter: Reporter) -> None:
+    """Chief of a distributed search: serves the oracle, starts ``config.workers`` local workers, waits."""
+    import sys
+
+    from autodl.search.distributed import Chief, ChiefInfo
+
+    tuner_dir = Path(tuner.project_dir)
+    chief = Chief(tuner, deadline=deadline, reporter=reporter, host=config.listen)
+    address = chief.start()
+    ChiefInfo(
+        address=address, data=_shared_path(source.data, tuner_dir / "data.pkl"), fingerprint=source.fingerprint,
+        test_data=None if source.test_data is None else _shared_path(source.test_data, tuner_dir / "test_data.pkl"),
+        deadline_unix=None if deadline is None else time.time() + (deadline - time.monotonic()),
+    ).write(tuner_dir)
+    reporter.message(f"distributed search: chief at {address}; {config.workers} local workers (logs in {run.path / 'logs'}); "
+                     f"more can join with: autodl worker --chief {address} {run.path}")
+    local = address if config.listen not in ("0.0.0.0", "::") else "127.0.0.1:" + address.rpartition(":")[2]
+
+    def command(tuner_id: str, cpus: list[int]) -> list[str]:
+        return [sys.executable, "-m", "autodl", "worker", "--chief", local, str(run.path), "--id", tuner_id,
+                "--cpus", ",".join(map(str, cpus))]
+
+    chief.start_local_workers(config.workers, command, run.path / "logs")
+    reporter.on_search_begin(metric=tuner.oracle.objective.name.removeprefix("val_"), max_trials=config.max_trials,
+                             time_limit=tuner.budget.seconds, done=len(tuner.completed_trials()))
+    try:
+        chief.wait()
+    finally:
+        reporter.on_search_end()
+    tuner.trial_log = tuner.read_trial_log()
+
+
+def _shared_path(data: str | Path | pd.DataFrame, pickle_path: Path) -> str:
+    """An absolute path workers can read: the file itself, or a DataFrame pickled into the run."""
+    if isinstance(data, pd.DataFrame):
+        data.to_pickle(pickle_path)
+        return str(pickle_path.resolve())
+    return str(Path(data).resolve())
+
+
+def run_worker(run_dir: str | Path, chief: str, tuner_id: str, *, reporter: Reporter | None = None) -> int:
+    """Joins a running distributed search as worker ``tuner_id``; returns how many trials it ran."""
+    from autodl.search.distributed import ChiefInfo, Heartbeat, parse_address, worker_environment
+
+    parse_address(chief)
+    reporter = reporter or NullReporter()
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    info = ChiefInfo.read(run.tuner_dir)
+    config = FitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
+    streaming = manifest["data"].get("streamed", False)
+    if streaming:
+        df, fingerprint = None, "file:" + file_fingerprint(info.data)
+    else:
+        df, fingerprint = _read_shared(info.data)
+    if fingerprint != info.fingerprint:
+        raise UserError(f"{info.data} here differs from the chief's data (fingerprint {fingerprint} vs {info.fingerprint}); "
+                        "workers must see the same file")
+    test_df = None if info.test_data is None else _read_shared(info.test_data)[0]
+    if streaming:
+        prepared = prepare_stream(info.data, test_df, config, reporter=reporter)
+    else:
+        prepared = prepare(df, test_df, config, split=_load_split(run))  # type: ignore[arg-type]
+    metric = metrics_lib.validate_metric(config.metric, prepared.schema.task)
+    with worker_environment(tuner_id, chief), Heartbeat(run.tuner_dir, tuner_id):
+        tuner = make_tuner(prepared, config, run, metric=metric, deadline=info.deadline_monotonic(), reporter=reporter, resume=True)
+        before = len(tuner.own_log)
+        run_search(tuner, prepared)
+    return len(tuner.own_log) - before
+
+
+def _read_shared(path: str) -> tuple[pd.DataFrame, str]:
+    if path.endswith(".pkl"):
+        frame = pd.read_pickle(path)
+        return read_inputs(frame)
+    return read_inputs(path)
 
 
 def _min_trials(text_models: list[str], initial: list[dict[str, Any]]) -> int:
@@ -453,6 +581,7 @@ def finalize(
     from autodl.features import make_inputs
     from autodl.recipes.tabular import predict
     from autodl.train import average_models, greedy_ensemble, refit
+    from autodl.train.refit import describe_strategy, refit_strategy
 
     ranked = tuner.ranked_trials()
     if not ranked:
@@ -474,13 +603,16 @@ def finalize(
         if deadline is None or time.monotonic() + expected < deadline:
             from autodl.search.tuner import describe_model
 
-            reporter.message(f"refit: {describe_model(best.hyperparameters.values)} on all {len(pool)} rows, {epochs} epochs")
-            model = refit(tuner.hypermodel, best.hyperparameters, pool, epochs=epochs, seed=config.seed, deadline=deadline)
+            strategy = refit_strategy()
+            reporter.message(f"refit: {describe_model(best.hyperparameters.values)} on all {len(pool)} rows, {epochs} epochs, "
+                             f"{describe_strategy(strategy)}")
+            model = refit(tuner.hypermodel, best.hyperparameters, pool, epochs=epochs, seed=config.seed, deadline=deadline,
+                          strategy=strategy)
             return Final(
                 model, "refit", [best.trial_id],
                 "cross-validated configuration retrained on all training rows" if prepared.folds
                 else "--refit always: best configuration retrained on train+validation",
-                float(best.score),
+                float(best.score), describe_strategy(strategy),
             )
         reporter.message("refit skipped: not enough time left; keeping the best trial's weights")
     top = [t for t in ranked[: config.ensemble] if tuner.checkpoint_path(t.trial_id).exists()]
@@ -574,6 +706,58 @@ def versions() -> dict[str, str]:
 # -- the whole pipeline ------------------------------------------------------------------
 
 
+def prepare_stream(path: str | Path, test_df: pd.DataFrame | None, config: FitConfig, *, reporter: Reporter) -> Prepared:
+    """``prepare`` for a file read in chunks: schema from a sample, statistics from a streaming pass.
+
+    Only the validation and test rows (capped) are held in memory; the search trains
+    on ``Prepared.stream``, which reads the training rows from the file each epoch.
+    """
+    from autodl.features.streaming import TableStream, held_out_fractions, scan, stream_stats
+
+    if config.cv not in ("auto", 0, None):
+        raise UserError("--cv needs every row in memory; with --stream the search selects on one validation split (drop --cv)")
+    if config.refit == "always":
+        raise UserError("--refit always needs every row in memory; with --stream the best trials are shipped (drop --refit)")
+    if config.weight_column or config.mitigate == "reductions":
+        flag = "--weight-column" if config.weight_column else "--mitigate reductions"
+        raise UserError(f"{flag} is not supported with --stream yet; drop one of them")
+    t0 = time.monotonic()
+    scanned = scan(path, seed=config.seed)
+    if config.sensitive:
+        from autodl.audit.audit import sensitive_groups
+
+        sensitive_groups(scanned.sample, config.sensitive)
+    drop = config.drop + (() if config.sensitive_as_feature else tuple(c for c in config.sensitive if c not in config.drop))
+    schema = infer_schema(scanned.sample, config.target, task=config.task, weight_column=None, drop=drop)
+    check_fairness_options(schema, config)
+    valid_fraction, test_fraction = held_out_fractions(
+        scanned.n_rows, config.valid_fraction, 0.0 if test_df is not None else config.test_fraction
+    )
+    sample = scanned.sample[scanned.sample[config.target].notna()]
+    stats = stream_stats(path, schema, sample, seed=config.seed, valid_fraction=valid_fraction, test_fraction=test_fraction)
+    reporter.message(f"streaming {scanned.n_rows:,} rows from {path}: {stats.n_train:,} train, {len(stats.valid):,} "
+                     f"validation, {len(stats.test):,} test (schema from a {len(scanned.sample):,}-row sample; "
+                     f"two passes in {time.monotonic() - t0:.0f} s)")
+    held_out = pd.concat([stats.valid, stats.test], ignore_index=True)
+    data = to_data(held_out, schema)
+    n_valid = len(stats.valid)
+    split = Split(train=np.empty(0, dtype=np.int64), valid=np.arange(n_valid), test=np.arange(n_valid, len(held_out)))
+    class_weight = None if stats.class_counts is None else balancing_weights(stats.class_counts, config)
+    if class_weight is not None:
+        data.sample_weight = class_weight[data.y].astype(np.float32)  # type: ignore[index]
+        schema.notes.append("classes weighted for balance (--class-weight)")
+    if test_df is not None:
+        if config.target not in test_df.columns:
+            raise UserError(f"test file has no target column '{config.target}'; it needs labels to be scored")
+        test_frame = test_df[test_df[config.target].notna()].reset_index(drop=True)
+        test = to_data(test_frame, schema)
+    else:
+        test, test_frame = data.take(split.test), stats.test.reset_index(drop=True)
+    stream = TableStream(str(path), schema, config.seed, valid_fraction, test_fraction, stats.n_train, class_weight)
+    return Prepared(schema=schema, data=data, split=split, test=test, folds=None, test_frame=test_frame, frame=held_out,
+                    target_mean=stats.target_mean, target_std=stats.target_std, stream=stream, stats=stats.features)
+
+
 def open_run(config: FitConfig, data: str | Path | pd.DataFrame, fingerprint: str) -> tuple[RunDir, bool]:
     """The run directory, and whether this fit resumes an interrupted one."""
     run = RunDir(config.out or default_run_dir(data, config.target or "class"))
@@ -609,11 +793,18 @@ def run_fit(
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     reporter = reporter or NullReporter()
     config.validate()
-    df, fingerprint = read_inputs(data)
+    from autodl.features.streaming import should_stream
+
+    streaming = should_stream(data, config.stream)
+    if streaming and isinstance(data, pd.DataFrame):
+        raise UserError("--stream reads a file in chunks; this DataFrame is already in memory, so drop --stream")
+    df, fingerprint = (None, "file:" + file_fingerprint(data)) if streaming else read_inputs(data)  # type: ignore[arg-type]
     test_df = read_inputs(test_data, role="test")[0] if test_data is not None else None
     run, resume = open_run(config, data, fingerprint)
-    split = _load_split(run) if resume else None
-    prepared = prepare(df, test_df, config, split=split)
+    if streaming:
+        prepared = prepare_stream(data, test_df, config, reporter=reporter)  # type: ignore[arg-type]
+    else:
+        prepared = prepare(df, test_df, config, split=_load_split(run) if resume else None)  # type: ignore[arg-type]
     schema = prepared.schema
     metric = metrics_lib.validate_metric(config.metric, schema.task)
     reporter.message(schema_table(schema))
@@ -628,8 +819,9 @@ def run_fit(
         "data": {
             "source": str(data) if not isinstance(data, pd.DataFrame) else "<DataFrame>",
             "fingerprint": fingerprint,
-            "rows": int(len(df)),
-            "replaced_bytes": int(df.attrs.get("replaced_bytes", 0)),
+            "rows": int(len(df)) if df is not None else int(len(prepared.stream) + len(prepared.frame)),
+            "replaced_bytes": int(df.attrs.get("replaced_bytes", 0)) if df is not None else 0,
+            "streamed": streaming,
             "test_source": None if test_data is None else (str(test_data) if not isinstance(test_data, pd.DataFrame) else "<DataFrame>"),
         },
         "task": schema.task,
@@ -637,7 +829,7 @@ def run_fit(
         "metric": metric,
         "schema": schema.to_dict(),
         "split": {
-            "train": int(len(prepared.split.train)),
+            "train": int(len(prepared.stream)) if prepared.stream else int(len(prepared.split.train)),
             "valid": int(len(prepared.split.valid)),
             "test": int(len(prepared.test)),
             "cv_folds": len(prepared.folds) if prepared.folds else 0,
@@ -659,7 +851,8 @@ def run_fit(
         from autodl.audit.stage import make_fair
 
         t0 = time.monotonic()
-        tuner = search(prepared, config, run, metric=metric, deadline=search_deadline, reporter=reporter, resume=resume)
+        tuner = search(prepared, config, run, metric=metric, deadline=search_deadline, reporter=reporter, resume=resume,
+                       source=DataSource(data, fingerprint, test_data))
         timings["search"] = time.monotonic() - t0
         t0 = time.monotonic()
         final = finalize(tuner, prepared, config, metric=metric, deadline=final_deadline, reporter=reporter)
@@ -711,6 +904,7 @@ def run_fit(
             "reason": final.reason,
             f"val_{metric}": final.valid_score,
             "parameters": int(final.model.count_params()),
+            **({"strategy": final.strategy} if final.strategy else {}),
         },
         best_trial={
             "trial": tuner.ranked_trials()[0].trial_id,

@@ -129,3 +129,32 @@ class RichReporter:
 
     def message(self, text: str) -> None:
         self.console.print(text)
+
+
+class LogReporter:
+    """One plain, flushed line per event: for output that goes to a log file (a search's worker processes)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _print(self, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {self.name}: {text}", flush=True)
+
+    def on_search_begin(self, *, metric: str, max_trials: int, time_limit: float | None, done: int) -> None:
+        self._print(f"joined the search (objective val {metric})")
+
+    def on_trial_begin(self, trial_id: str, architecture: str) -> None:
+        self._print(f"trial {trial_id} · {architecture}")
+
+    def on_epoch_end(self, trial_id: str, epoch: int, score: float | None) -> None:
+        pass
+
+    def on_trial_end(self, summary: TrialSummary) -> None:
+        score = "failed" if summary.status != "COMPLETED" else f"{summary.score:.4f}"
+        self._print(f"trial {summary.trial_id} {summary.status.lower()}: {score} after {summary.epochs} epochs, {summary.seconds:.1f} s")
+
+    def on_search_end(self) -> None:
+        self._print("no more trials")
+
+    def message(self, text: str) -> None:
+        self._print(text)

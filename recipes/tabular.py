@@ -44,7 +44,13 @@ def compile_model(
 def make_dataset(
     data: ModelData, *, batch_size: int, shuffle: bool = False, seed: int = 0, with_targets: bool = True
 ) -> tf.data.Dataset:
-    """A batched ``tf.data`` pipeline; strings go in as ``tf.string`` (Keras rejects numpy str arrays)."""
+    """A batched ``tf.data`` pipeline; strings go in as ``tf.string`` (Keras rejects numpy str arrays).
+
+    ``data`` may also be a stream of a file's rows (``autodl.features.streaming.TableStream``),
+    which makes its own pipeline.
+    """
+    if not isinstance(data, ModelData):
+        return data.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed, with_targets=with_targets)
     x = {k: tf.constant(v) for k, v in data.x.items()}
     if with_targets and data.y is not None:
         parts: tuple[Any, ...] = (x, tf.constant(data.y))

@@ -31,6 +31,7 @@ import os
 import re
 import warnings
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Callable
 
@@ -68,6 +69,42 @@ def read_table(path: str | os.PathLike[str], *, role: str = "data") -> pd.DataFr
     if len(df) == 0:
         raise DataError(f"{role} file '{p}' has a header but no data rows; add rows or pick another file")
     return df
+
+
+def iter_table(path: str | os.PathLike[str], *, chunk_rows: int, role: str = "data") -> Iterator[pd.DataFrame]:
+    """The rows of a CSV or parquet file in cleaned chunks of ``chunk_rows``, never the whole file at once.
+
+    The same checks and cleaning as ``read_table``, chunk by chunk; bytes that are
+    not UTF-8 are replaced (the streaming path cannot re-read a file as latin-1).
+    """
+    p = _existing_file(path, role)
+    if _format_suffix(p) in PARQUET_SUFFIXES:
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        try:
+            batches = pq.ParquetFile(p).iter_batches(batch_size=chunk_rows)
+        except Exception as exc:  # pyarrow raises many types; all mean "not a readable parquet file"
+            raise DataError(f"could not read {role} file '{p}' as parquet: {_short(exc)}") from exc
+        for batch in batches:
+            yield _clean(batch.to_pandas(), p, role)
+        return
+    raw = _head_bytes(p, role)
+    _reject_binary(raw, p, role)
+    text = _decode_sample(raw)
+    sep = "\t" if _format_suffix(p) == ".tsv" else sniff_delimiter(text)
+    _check_header(text, sep, p, role)
+    try:
+        reader = pd.read_csv(
+            p, sep=sep, skipinitialspace=True, na_values=list(MISSING_MARKERS), keep_default_na=True,
+            encoding="utf-8-sig", encoding_errors="replace", chunksize=chunk_rows, low_memory=False,
+        )
+        for chunk in reader:
+            yield _clean(_decimal_commas(chunk) if sep == ";" else chunk, p, role)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{role} file '{p}' has no columns; pass a CSV file with a header and rows") from exc
+    except (pd.errors.ParserError, csv.Error) as exc:
+        raise DataError(f"could not parse {role} file '{p}' (delimiter {sep!r}): {_short(exc)}; "
+                        "check that every row has as many fields as the header and quotes are balanced") from exc
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> str:

@@ -104,7 +104,13 @@ def category_vocabulary(values: np.ndarray, *, integer: bool, max_categories: in
     Categories seen once are left to the out-of-vocabulary bucket when there are
     others, so that bucket is trained on rare values and serves unseen ones well.
     """
-    counts = pd.Series(values).value_counts(sort=True, dropna=True)
+    return vocabulary_from_counts(pd.Series(values).value_counts(sort=True, dropna=True), integer=integer,
+                                  max_categories=max_categories)
+
+
+def vocabulary_from_counts(counts: pd.Series, *, integer: bool, max_categories: int = MAX_CATEGORIES) -> list[Any]:
+    """``category_vocabulary`` from value counts (the streaming path adds them up chunk by chunk)."""
+    counts = counts.sort_values(ascending=False, kind="stable")
     if integer:
         from autodl.features.frame import INT_MISSING
 

@@ -106,12 +106,27 @@ class AutoTuner(kt.Tuner):
         super().__init__(
             oracle=oracle, hypermodel=hypermodel, directory=directory, project_name=project_name, overwrite=overwrite
         )
-        self.oracle.verbose = 0
-        self._requeue_orphaned_trials()
-        self._log_path = Path(self.project_dir) / "autodl_trials.json"
-        self.trial_log: dict[str, dict[str, float]] = (
-            json.loads(self._log_path.read_text()) if self._log_path.exists() else {}
-        )
+        # On a worker of a distributed search the oracle is keras-tuner's OracleClient: the
+        # chief keeps the trials, prunes checkpoints and resumes; this process only runs trials.
+        self.is_worker = not hasattr(self.oracle, "trials")
+        if not self.is_worker:
+            self.oracle.verbose = 0
+            self._requeue_orphaned_trials()
+        # One log per process (tuner0 alone, or each worker), so workers never write the same file.
+        name = "autodl_trials.json" if self.tuner_id == "tuner0" else f"autodl_trials_{self.tuner_id}.json"
+        self._log_path = Path(self.project_dir) / name
+        self.own_log: dict[str, dict[str, float]] = json.loads(self._log_path.read_text()) if self._log_path.exists() else {}
+        self.trial_log: dict[str, dict[str, float]] = self.read_trial_log()
+
+    def read_trial_log(self) -> dict[str, dict[str, float]]:
+        """Seconds and epochs of every finished trial, from this process's log and any workers'."""
+        log: dict[str, dict[str, float]] = {}
+        for path in sorted(Path(self.project_dir).glob("autodl_trials*.json")):
+            try:
+                log.update(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue  # a worker's log being replaced; its entries come back next read
+        return log
 
     def _requeue_orphaned_trials(self) -> None:
         """Retries trials a crash left RUNNING but the oracle's own state never recorded.
@@ -131,7 +146,8 @@ class AutoTuner(kt.Tuner):
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:  # type: ignore[override]
         self.reporter.on_search_begin(
             metric=self.oracle.objective.name.removeprefix("val_"),
-            max_trials=self.oracle.max_trials or 0, time_limit=self.budget.seconds, done=len(self.completed_trials())
+            max_trials=self.oracle.max_trials or 0, time_limit=self.budget.seconds,
+            done=0 if self.is_worker else len(self.completed_trials()),
         )
         previous = self._catch_ctrl_c()
         try:
@@ -190,21 +206,25 @@ class AutoTuner(kt.Tuner):
         self._check_interrupt()  # before recording: an interrupted trial is retried on resume
         seconds = time.monotonic() - self._trial_start
         self.trial_log[trial.trial_id] = {"seconds": seconds, "epochs": float(getattr(self, "_epochs_run", 0))}
-        self._log_path.write_text(json.dumps(self.trial_log))
+        self.own_log[trial.trial_id] = self.trial_log[trial.trial_id]
+        tmp = self._log_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.own_log))
+        tmp.replace(self._log_path)  # a distributed search's chief may read it at any moment
         super().on_trial_end(trial)
-        if not self._is_hyperband():  # Hyperband resumes later rounds from earlier checkpoints.
+        if not self._is_hyperband() and not self.is_worker:  # Hyperband resumes later rounds from earlier checkpoints.
             self.prune_checkpoints()
         best = self.oracle.get_best_trials(1)
+        scored = self.oracle.get_trial(trial.trial_id) if self.is_worker else trial  # a worker's chief scores its trials
         self.reporter.on_trial_end(
             TrialSummary(
                 trial_id=trial.trial_id,
                 architecture=architecture_of(trial),
                 status=str(trial.status),
-                score=_score(trial),
-                best_score=_score(best[0]) if best else math.nan,
+                score=score_of(scored),
+                best_score=score_of(best[0]) if best else math.nan,
                 epochs=int(getattr(self, "_epochs_run", 0)),
                 seconds=seconds,
-                trials_done=len(self.completed_trials()),
+                trials_done=0 if self.is_worker else len(self.completed_trials()),
             )
         )
 
@@ -340,7 +360,7 @@ def describe_model(values: dict[str, Any]) -> str:
     return architecture if text_model is None else f"{architecture}+{text_model}"
 
 
-def _score(trial: Any) -> float:
+def score_of(trial: Any) -> float:
     return math.nan if trial.score is None else float(trial.score)
 
 
