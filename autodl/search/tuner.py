@@ -313,10 +313,14 @@ class AutoTuner(kt.Tuner):
         return Path(self._get_checkpoint_fname(trial_id))
 
     def prune_checkpoints(self, keep: list[str] | None = None) -> None:
-        """Deletes the weights of trials outside the top-k (or outside ``keep``)."""
+        """Deletes the weights of trials outside the top-k (or, at the end of a run, outside ``keep``).
+
+        Without ``keep``, a trial still running is left alone: in a distributed search
+        another worker may be writing its best epoch, and it may yet be the best trial.
+        """
         keep_ids = set(keep if keep is not None else [t.trial_id for t in self.ranked_trials()[: self.keep_top_k]])
-        for trial_id in self.oracle.trials:
-            if trial_id not in keep_ids:
+        for trial_id, trial in self.oracle.trials.items():
+            if trial_id not in keep_ids and (keep is not None or trial.status != "RUNNING"):
                 self.checkpoint_path(trial_id).unlink(missing_ok=True)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import keras_tuner as kt
@@ -149,6 +150,24 @@ def test_every_tuner_kind_runs(tmp_path, kind):
     assert 0 < len(tuner.completed_trials()) <= 3
     if kind == "hyperband":
         assert all("tuner/epochs" in t.hyperparameters.values for t in tuner.completed_trials())
+
+
+def test_pruning_spares_the_checkpoint_of_a_running_trial(tmp_path):
+    """A distributed search's chief prunes while workers still write their trials' best epochs."""
+    tuner = make_tuner(tmp_path, max_trials=2)
+    tuner.keep_top_k = 1
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    running = copy.deepcopy(tuner.oracle.trials["0"])
+    running.trial_id, running.status = "7", "RUNNING"
+    tuner.oracle.trials["7"] = running
+    tuner.checkpoint_path("7").parent.mkdir(parents=True, exist_ok=True)
+    tuner.checkpoint_path("7").write_bytes(b"weights being written")
+    tuner.prune_checkpoints()
+    kept = [t for t in ("0", "1", "7") if tuner.checkpoint_path(t).exists()]
+    assert kept == [tuner.ranked_trials()[0].trial_id, "7"]
+    tuner.prune_checkpoints(keep=[])  # the end of a run keeps only what it names
+    assert not tuner.checkpoint_path("7").exists()
 
 
 def test_trial_orphaned_by_a_crash_is_retried(tmp_path):
