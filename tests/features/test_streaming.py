@@ -40,6 +40,19 @@ def test_the_sample_does_not_depend_on_the_chunk_size(table_file: Path) -> None:
     assert scan(table_file, seed=4, sample_rows=400).sample.index.tolist() != a.sample.index.tolist()
 
 
+def test_parquet_streams_like_csv(table_file: Path, tmp_path: Path, small_chunks) -> None:
+    parquet = tmp_path / "table.parquet"
+    pd.read_csv(table_file).to_parquet(parquet, row_group_size=256)
+    from_csv, from_parquet = scan(table_file, seed=0), scan(parquet, seed=0)
+    assert from_parquet.n_rows == from_csv.n_rows == 2000
+    assert from_parquet.sample.index.tolist() == from_csv.sample.index.tolist()
+    schema = infer_schema(from_csv.sample, "y")
+    a = stream_stats(table_file, schema, from_csv.sample, seed=0, valid_fraction=0.15, test_fraction=0.15)
+    b = stream_stats(parquet, schema, from_parquet.sample, seed=0, valid_fraction=0.15, test_fraction=0.15)
+    assert a.n_train == b.n_train and a.features.vocabularies == b.features.vocabularies
+    np.testing.assert_allclose(a.features.means, b.features.means, rtol=1e-6)
+
+
 def test_streaming_statistics_equal_the_in_memory_ones(table_file: Path, small_chunks) -> None:
     df = pd.read_csv(table_file)
     schema = infer_schema(df, "y")

@@ -79,9 +79,32 @@ def test_cli_fit_with_two_workers_runs_the_asked_trials(tmp_path: Path, capsys) 
     assert code == 0, capsys.readouterr().err
     board = pd.read_csv(out / "leaderboard.csv")
     assert len(board) == 2 and (board["status"] == "COMPLETED").all()
+    assert json.loads((out / "tuner" / "chief.json").read_text())["address"].startswith("127.0.0.1:")  # loopback by default
     ran = [int(line.split("ran ")[1].split()[0]) for w in ("worker0", "worker1")
            for line in (out / "logs" / f"{w}.log").read_text().split("\n") if ": ran " in line]
     assert sum(ran) == 2 and len(ran) == 2  # each worker reported, and no trial ran twice
+
+
+def test_after_the_deadline_the_chief_gives_out_no_more_trials(tmp_path: Path) -> None:
+    import keras_tuner as kt
+    from keras_tuner.src import protos
+
+    from autodl.search import make_oracle
+    from autodl.search.distributed import _BudgetedServicer
+
+    oracle = make_oracle("random", kt.Objective("val_accuracy", "max"), max_trials=5, seed=0)
+    oracle._set_project_dir(str(tmp_path), "tuner")
+    hp = kt.HyperParameters()
+    hp.Choice("architecture", ["mlp", "resnet"])
+    oracle.update_space(hp)
+    stopping = [False]
+    servicer = _BudgetedServicer(oracle, lambda: stopping[0])
+    request = protos.get_service().CreateTrialRequest(tuner_id="worker0")
+    assert servicer.CreateTrial(request, None).trial.status == protos.get_proto().TrialStatus.RUNNING
+    stopping[0] = True  # the deadline passes
+    request = protos.get_service().CreateTrialRequest(tuner_id="worker1")
+    assert servicer.CreateTrial(request, None).trial.status == protos.get_proto().TrialStatus.STOPPED
+    assert "worker1" not in oracle.tuner_ids and len(oracle.trials) == 1
 
 
 def test_worker_errors_are_one_line(tmp_path: Path, capsys) -> None:
