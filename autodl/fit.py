@@ -489,6 +489,7 @@ class DataSource:
 
 def serve(tuner: Any, config: FitConfig, run: RunDir, *, source: DataSource, deadline: float | None, reporter: Reporter) -> None:
     """Chief of a distributed search: serves the oracle, starts ``config.workers`` local workers, waits."""
+    import socket
     import sys
 
     from autodl.search.distributed import Chief, ChiefInfo
@@ -501,9 +502,13 @@ def serve(tuner: Any, config: FitConfig, run: RunDir, *, source: DataSource, dea
         test_data=None if source.test_data is None else _shared_path(source.test_data, tuner_dir / "test_data.pkl"),
         deadline_unix=None if deadline is None else time.time() + (deadline - time.monotonic()),
     ).write(tuner_dir)
+    port = address.rpartition(":")[2]
+    wildcard = config.listen in ("0.0.0.0", "::")
+    # Other machines reach a chief listening on every interface by this machine's name.
+    public = f"{socket.gethostname()}:{port}" if wildcard else address
     reporter.message(f"distributed search: chief at {address}; {config.workers} local workers (logs in {run.path / 'logs'}); "
-                     f"more can join with: autodl worker --chief {address} {run.path}")
-    local = address if config.listen not in ("0.0.0.0", "::") else "127.0.0.1:" + address.rpartition(":")[2]
+                     f"more can join with: autodl worker --chief {public} {run.path.resolve()}")
+    local = f"127.0.0.1:{port}" if wildcard else address
 
     def command(tuner_id: str, cpus: list[int]) -> list[str]:
         return [sys.executable, "-m", "autodl", "worker", "--chief", local, str(run.path), "--id", tuner_id,
