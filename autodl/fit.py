@@ -229,14 +229,7 @@ def read_inputs(data: str | Path | pd.DataFrame, role: str = "data") -> tuple[pd
 def prepare(
     df: pd.DataFrame, test_df: pd.DataFrame | None, config: FitConfig, *, split: Split | None = None
 ) -> Prepared:
-    if config.sensitive:
-        from autodl.audit.audit import sensitive_groups
-
-        sensitive_groups(df, config.sensitive)  # a clear error for an unknown or one-valued column, before the search
-    # Sensitive columns are read for the audit but kept out of the model unless asked for.
-    drop = config.drop + (() if config.sensitive_as_feature else tuple(c for c in config.sensitive if c not in config.drop))
-    schema = infer_schema(df, config.target, task=config.task, weight_column=config.weight_column, drop=drop)
-    check_fairness_options(schema, config)
+    schema = infer_fit_schema(df, config)
     labelled = df[df[config.target].notna()].reset_index(drop=True)
     data = to_data(labelled, schema)
     stratify = schema.is_classification
@@ -250,11 +243,7 @@ def prepare(
             class_names=schema.classes,
         )
     if test_df is not None:
-        if config.target not in test_df.columns:
-            raise UserError(f"test file has no target column '{config.target}'; it needs labels to be scored")
-        test_labelled = test_df[test_df[config.target].notna()].reset_index(drop=True)
-        test = to_data(test_labelled, schema)
-        test_frame = test_labelled
+        test, test_frame = labelled_test(test_df, config, schema)
     else:
         test = data.take(split.test)
         test_frame = labelled.iloc[split.test].reset_index(drop=True)
@@ -268,6 +257,27 @@ def prepare(
     prepared = Prepared(schema=schema, data=data, split=split, test=test, folds=folds, test_frame=test_frame, frame=labelled)
     apply_weights(prepared, config)
     return prepared
+
+
+def infer_fit_schema(df: pd.DataFrame, config: FitConfig) -> Schema:
+    """The schema of the rows (or of a streaming sample), with the fit's dropped columns and checks."""
+    if config.sensitive:
+        from autodl.audit.audit import sensitive_groups
+
+        sensitive_groups(df, config.sensitive)  # a clear error for an unknown or one-valued column, before the search
+    # Sensitive columns are read for the audit but kept out of the model unless asked for.
+    drop = config.drop + (() if config.sensitive_as_feature else tuple(c for c in config.sensitive if c not in config.drop))
+    schema = infer_schema(df, config.target, task=config.task, weight_column=config.weight_column, drop=drop)
+    check_fairness_options(schema, config)
+    return schema
+
+
+def labelled_test(test_df: pd.DataFrame, config: FitConfig, schema: Schema) -> tuple[ModelData, pd.DataFrame]:
+    """A separate test file's labelled rows, as model data and as read."""
+    if config.target not in test_df.columns:
+        raise UserError(f"test file has no target column '{config.target}'; it needs labels to be scored")
+    frame = test_df[test_df[config.target].notna()].reset_index(drop=True)
+    return to_data(frame, schema), frame
 
 
 def check_fairness_options(schema: Schema, config: FitConfig) -> None:
@@ -728,13 +738,7 @@ def prepare_stream(path: str | Path, test_df: pd.DataFrame | None, config: FitCo
         raise UserError(f"{flag} is not supported with --stream yet; drop one of them")
     t0 = time.monotonic()
     scanned = scan(path, seed=config.seed)
-    if config.sensitive:
-        from autodl.audit.audit import sensitive_groups
-
-        sensitive_groups(scanned.sample, config.sensitive)
-    drop = config.drop + (() if config.sensitive_as_feature else tuple(c for c in config.sensitive if c not in config.drop))
-    schema = infer_schema(scanned.sample, config.target, task=config.task, weight_column=None, drop=drop)
-    check_fairness_options(schema, config)
+    schema = infer_fit_schema(scanned.sample, config)
     valid_fraction, test_fraction = held_out_fractions(
         scanned.n_rows, config.valid_fraction, 0.0 if test_df is not None else config.test_fraction
     )
@@ -752,10 +756,7 @@ def prepare_stream(path: str | Path, test_df: pd.DataFrame | None, config: FitCo
         data.sample_weight = class_weight[data.y].astype(np.float32)  # type: ignore[index]
         schema.notes.append("classes weighted for balance (--class-weight)")
     if test_df is not None:
-        if config.target not in test_df.columns:
-            raise UserError(f"test file has no target column '{config.target}'; it needs labels to be scored")
-        test_frame = test_df[test_df[config.target].notna()].reset_index(drop=True)
-        test = to_data(test_frame, schema)
+        test, test_frame = labelled_test(test_df, config, schema)
     else:
         test, test_frame = data.take(split.test), stats.test.reset_index(drop=True)
     stream = TableStream(str(path), schema, config.seed, valid_fraction, test_fraction, stats.n_train, class_weight)
