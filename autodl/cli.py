@@ -71,7 +71,7 @@ def fit(
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out."),
     models: Optional[str] = typer.Option(None, help="Comma-separated zoo architectures to search. Tables (default: all): mlp_plr, mlp, resnet, ft_transformer. Images (default: the light backbones with cached weights, and small_cnn): see 'autodl zoo list --task image'."),
     ensemble: int = typer.Option(5, help="Average up to this many top trials when it helps on validation (1 disables)."),
-    refit: str = typer.Option("auto", help="Retrain the best configuration on all rows: auto (after CV), always, never."),
+    refit: str = typer.Option("auto", help="Retrain the shipped configurations on all rows: auto (after CV, and on text tables), always, never."),
     class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
     max_epochs: int = typer.Option(100, "--max-epochs", help="Most epochs per trial (early stopping usually ends sooner)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),

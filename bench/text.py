@@ -10,7 +10,7 @@ README: all sentences together, ``numpy.random.RandomState(0).permutation``, the
 
 * ``tfidf-lr`` - scikit-learn ``TfidfVectorizer(ngram_range=(1, 2))`` + ``LogisticRegression``;
 * ``autodl-scratch`` - ``AutoModel`` searching the zoo's from-scratch text encoders
-  (bag of n-grams, TextCNN, BiLSTM, a small Transformer) under the time limit;
+  (bag of n-grams, character n-grams, TextCNN, BiLSTM, a small Transformer) under the time limit;
 * ``autodl-minilm`` - ``AutoModel`` with the pretrained MiniLM-L6 encoder (the ``text``
   extra) under the same limit.
 
@@ -52,7 +52,7 @@ from _harness import (  # noqa: E402
 )
 
 CONTENDERS = ("tfidf-lr", "autodl-scratch", "autodl-minilm")
-SCRATCH_MODELS = ("bag_of_ngrams", "textcnn", "bilstm", "text_transformer")
+SCRATCH_MODELS = ("bag_of_ngrams", "char_ngrams", "textcnn", "bilstm", "text_transformer")
 FILES = ("amazon_cells_labelled.txt", "imdb_labelled.txt", "yelp_labelled.txt")
 LATENCY_CALLS = 30
 METRICS = (

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autodl.features.stats import standardize, text_stats
+from autodl.features.stats import char_ngrams, standardize, text_stats
 
-SCRATCH_MODELS = ["bag_of_ngrams", "textcnn", "bilstm", "text_transformer"]
+SCRATCH_MODELS = ["bag_of_ngrams", "char_ngrams", "textcnn", "bilstm", "text_transformer"]
 
 
 def make_text_table(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -41,6 +41,31 @@ def test_text_stats_hold_words_pairs_and_a_covering_length() -> None:
     assert len(stats.idf) == len(stats.ngrams) and stats.sequence_length % 8 == 0
     assert stats.n_truncated == int(sum(len(standardize(t)) > stats.sequence_length for t in texts))
     assert standardize("Ça VA, très-bien!") == ["Ça", "va", "très", "bien"]  # ASCII lowering, like tf.strings.lower
+    assert "g o o d" in stats.char_ngrams and "f i l m" not in stats.char_ngrams  # "film" is in one text only
+    assert len(stats.char_idf) == len(stats.char_ngrams)
+
+
+def test_character_ngrams_match_text_vectorization_and_the_runner() -> None:
+    """Python's character n-grams (training statistics, edge runner) are exactly the Keras layer's."""
+    import random
+
+    from autodl.edge import autodl_edge
+    from autodl.zoo.text._common import collapse_whitespace
+
+    rnd = random.Random(0)
+    alphabet = "aAbZ \t\n\r\x0b\x0c\u00a0\u2028éÉİ😀!?.,'"
+    texts = ["  Great\tfood!! ", "ÉCOLE école 😀 ok", "x", "", " ", "a\u000bb\u00a0c\u2028d  e\n\nf"]
+    texts += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 25))) for _ in range(300)]
+    vocabulary = sorted({g for t in texts for g in char_ngrams(t)})
+    idf = np.linspace(0.5, 2.0, len(vocabulary) + 1)
+    layer = keras.layers.TextVectorization(vocabulary=vocabulary, idf_weights=idf[1:], output_mode="tf_idf",
+                                           ngrams=(2, 3, 4, 5), standardize=collapse_whitespace, split="character")
+    expected = keras.ops.convert_to_numpy(layer(np.array(texts, dtype=object)))
+    assert expected[:, 1:].sum(axis=1).min() == 0 and (expected[:, 0] == 0).all()  # empty texts; nothing unknown
+    runner = autodl_edge.tfidf(texts, layer.get_vocabulary(), layer._lookup_layer.idf_weights_const.numpy(),
+                               [2, 3, 4, 5], "collapse_whitespace", "character")
+    np.testing.assert_allclose(runner, expected, rtol=1e-6)
+    assert [autodl_edge.char_ngrams(t, [2, 3, 4, 5]) for t in texts] == [char_ngrams(t) for t in texts]
 
 
 @pytest.mark.parametrize("name", SCRATCH_MODELS)
@@ -81,19 +106,23 @@ def test_runner_token_ids_match_text_vectorization(mode: str) -> None:
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-    """One search over the four from-scratch encoders (warm start: one trial each)."""
+    """One search over the five from-scratch encoders (warm start: one trial each, on the linear head)."""
     from autodl import AutoModel
 
     out = tmp_path_factory.mktemp("text") / "run"
-    model = AutoModel(target="sentiment", models=SCRATCH_MODELS, max_trials=4, max_epochs=8, out=out, verbosity=0)
+    model = AutoModel(target="sentiment", models=SCRATCH_MODELS, max_trials=5, max_epochs=8, out=out, verbosity=0)
     return model.fit(make_text_table(300))
 
 
 def test_a_text_only_table_searches_the_text_encoders(text_run) -> None:
     manifest = text_run.manifest
     board = text_run.leaderboard()
-    assert sorted(board["architecture"]) == sorted(f"mlp+{m}" for m in SCRATCH_MODELS)  # the MLP is the head
+    assert sorted(board["architecture"]) == sorted(f"linear+{m}" for m in SCRATCH_MODELS)  # the first head: linear
     assert manifest["split"]["cv_folds"] == 0  # text: one validation split, not five folds
+    # The shipped members are retrained on train + validation for their best epoch counts.
+    final = manifest["final_model"]
+    assert final["refit"] and set(final["refit"]) <= set(final["members"])
+    assert final["kind"] == ("ensemble" if len(final["members"]) > 1 else "refit")
     assert manifest["metrics"]["test"]["accuracy"] >= 0.75  # 10% label noise caps it near 0.9
     assert manifest["text_columns"]["review"]["sequence_length"] >= 8
     predictions = text_run.predict(pd.DataFrame({"review": ["An excellent, lovely film", "Boring and awful, a waste"]}))
@@ -109,6 +138,20 @@ def test_the_text_model_exports_with_the_tokenizer_in_the_edge_runner(text_run, 
     schema = json.loads((tmp_path / "export" / "edge" / "schema.json").read_text())
     ops = {spec.get("op") for spec in schema["inputs"].values()}
     assert ops & {"token_ids", "tfidf"}  # the runner tokenizes in Python: LiteRT builtins cannot
+
+
+def test_a_character_ngram_model_exports_with_its_ngrams_in_the_runner(tmp_path) -> None:
+    from autodl import AutoModel
+
+    df = make_text_table(200)
+    model = AutoModel(target="sentiment", models=["char_ngrams"], max_trials=1, max_epochs=5, out=tmp_path / "run",
+                      verbosity=0).fit(df)
+    report = model.export(formats=("tflite",), out=str(tmp_path / "export"), quantize="none", data=df)
+    assert report["tflite"]["variants"]["float32"]["label_agreement"] == 1.0
+    assert report["tflite"]["variants"]["float32"]["max_abs_diff"] < 1e-4
+    schema = json.loads((tmp_path / "export" / "edge" / "schema.json").read_text())
+    steps = [spec for spec in schema["inputs"].values() if spec.get("op") == "tfidf"]
+    assert [(s["params"]["split"], s["params"]["ngrams"]) for s in steps] == [("character", [2, 3, 4, 5])]
 
 
 def test_text_beside_other_columns_is_one_model_with_a_text_branch(tmp_path) -> None:
@@ -141,8 +184,8 @@ def test_docstrings_run() -> None:
 
     from autodl.features import stats
     from autodl.zoo import layers
-    from autodl.zoo.text import bilstm, ngrams, textcnn, transformer
+    from autodl.zoo.text import bilstm, chars, ngrams, textcnn, transformer
 
-    for module in (stats, layers, ngrams, textcnn, bilstm, transformer):
+    for module in (stats, layers, ngrams, chars, textcnn, bilstm, transformer):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__

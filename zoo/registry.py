@@ -26,7 +26,7 @@ Example:
 
 >>> from autodl.zoo import list_entries
 >>> sorted(e.card.name for e in list_entries(task="tabular"))
-['ft_transformer', 'mlp', 'mlp_plr', 'resnet']
+['ft_transformer', 'linear', 'mlp', 'mlp_plr', 'resnet']
 >>> [e.card.name for e in list_entries(task="image")][:2]
 ['mobilenet_v3_small', 'mobilenet_v3_large']
 """
@@ -76,6 +76,10 @@ class TextStats:
         idf: the IDF weight of each of ``ngrams`` (``log(1 + n / (1 + df))``, as Keras computes it).
         sequence_length: tokens a sequence model reads per text; longer texts are truncated.
         n_truncated: training texts longer than ``sequence_length`` (reported, not an error).
+        char_ngrams: character 2- to 5-gram vocabulary (texts standardized by
+            ``collapse_whitespace``; characters joined by a space, as Keras' ``TextVectorization``
+            joins n-grams), most frequent first.
+        char_idf: the IDF weight of each of ``char_ngrams``.
     """
 
     tokens: list[str]
@@ -83,6 +87,8 @@ class TextStats:
     idf: list[float]
     sequence_length: int
     n_truncated: int = 0
+    char_ngrams: list[str] = field(default_factory=list)
+    char_idf: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,11 @@ class ZooEntry:
     # ``unavailable()`` says why the entry cannot be built here (an optional package is
     # missing), or returns None; entries without it are always available.
     unavailable: Callable[[], str | None] | None = None
+    # Tabular entries: ``head_regularizer(hp)`` penalizes the task head's weights. A linear
+    # model's only weights are the head's, and its strength is what it must regularize.
+    head_regularizer: Callable[[Any], Any] | None = None
+    # Tabular entries: searched when ``--models`` does not name the architectures.
+    default_search: bool = True
 
     def unavailable_reason(self) -> str | None:
         return None if self.unavailable is None else self.unavailable()
@@ -204,12 +215,19 @@ _ENTRIES: dict[str, ZooEntry] = {}
 
 
 def register(
-    card: Card, build: Builder, *, blocks: Blocks | None = None, unavailable: Callable[[], str | None] | None = None
+    card: Card,
+    build: Builder,
+    *,
+    blocks: Blocks | None = None,
+    unavailable: Callable[[], str | None] | None = None,
+    head_regularizer: Callable[[Any], Any] | None = None,
+    default_search: bool = True,
 ) -> ZooEntry:
     """Adds an architecture to the zoo; names are unique."""
     if card.name in _ENTRIES and _ENTRIES[card.name].build is not build:
         raise ValueError(f"zoo entry {card.name!r} is registered twice")
-    entry = ZooEntry(card=card, build=build, blocks=blocks, unavailable=unavailable)
+    entry = ZooEntry(card=card, build=build, blocks=blocks, unavailable=unavailable,
+                     head_regularizer=head_regularizer, default_search=default_search)
     _ENTRIES[card.name] = entry
     return entry
 

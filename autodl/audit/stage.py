@@ -108,7 +108,7 @@ def make_fair(
                                                 constraint, positive=positive, seed=config.seed)  # type: ignore[arg-type]
             outcome.summary["mitigation"] = {"method": "threshold", "parity": constraint.parity,
                                              "fitted_on": outcome.summary["rows"],
-                                             "model_saw_these_rows": outcome.final.kind == "refit"}
+                                             "model_saw_these_rows": bool(outcome.final.refit)}
             reporter.message(f"threshold mitigation: per-group thresholds for {constraint.parity} fitted on "
                              f"{len(valid_rows)} held-out rows")
         else:
@@ -129,7 +129,13 @@ def _candidates(tuner: Any, final: "Final", valid: Any) -> tuple[dict[str, np.nd
             outputs[name] = predict(tuner.load_model(trial), valid)
             by_name[name] = trial.trial_id
     if final.kind == "ensemble":
-        outputs["ensemble"] = predict(final.model, valid)
+        # Members retrained on train+validation have seen these rows: the ensemble is judged
+        # by its trial models' outputs, the evidence that chose it.
+        trial_outputs = [outputs.get(f"trial_{m}") for m in final.members]
+        if final.refit and all(o is not None for o in trial_outputs):
+            outputs["ensemble"] = np.mean(trial_outputs, axis=0)
+        else:
+            outputs["ensemble"] = predict(final.model, valid)
     return outputs, by_name
 
 
@@ -141,7 +147,7 @@ def _ship_trial(
     from autodl.fit import Final
     from autodl.train import refit
 
-    if final.kind == "refit":
+    if final.refit:
         pool = prepared.data.take(np.concatenate([prepared.split.train, prepared.split.valid]))
         reporter.message(f"refit: trial {trial.trial_id} on all {len(pool)} rows")
         model = refit(tuner.hypermodel, trial.hyperparameters, pool, epochs=tuner.best_epoch(trial), seed=config.seed,

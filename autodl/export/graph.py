@@ -46,7 +46,8 @@ class HostStep:
 
     ``op`` is ``"integer_lookup"`` (``params``: ``vocabulary``, index 0 is the OOV
     bucket), ``"tfidf"`` (``vocabulary`` with ``[UNK]`` first, ``idf``, ``standardize``,
-    ``split``, ``ngrams``: 1 for words, 2 for words and word pairs), ``"token_ids"``
+    ``split``, ``ngrams``: 1 for words, 2 for words and word pairs, or with ``split``
+    ``"character"`` the list of character n-gram widths), ``"token_ids"``
     (``vocabulary`` with padding and ``[UNK]`` first, ``sequence_length``: word indices
     padded with 0 or truncated) or ``"numeric"`` (the numeric block: ``columns`` with their kinds (dates expand to
     year, month, day, weekday, hour), median ``fill``, ``quantile`` or ``standard`` scaling, and the
@@ -386,24 +387,33 @@ def _host_step(layer: keras.layers.Layer, column: str) -> HostStep:
     if isinstance(layer, keras.layers.TextVectorization):
         config = layer.get_config()
         mode = config["output_mode"]
-        # A callable standardization is known by its name (the zoo's is split_punctuation).
+        # A callable standardization is known by its name (the zoo's are split_punctuation and collapse_whitespace).
         standardize = getattr(config["standardize"], "__name__", config["standardize"])
+        split = config["split"]
+        ngrams = config["ngrams"]
+        characters = split == "character"
         expected = {
-            "output_mode": (mode, ("tf_idf", "int")),
-            "standardize": (standardize, ("split_punctuation", "lower_and_strip_punctuation")),
-            "split": (config["split"], ("whitespace",)),
-            "ngrams": (config["ngrams"], (None, 2) if mode == "tf_idf" else (None,)),
+            "output_mode": (mode, ("tf_idf",) if characters else ("tf_idf", "int")),
+            "standardize": (standardize, ("collapse_whitespace",) if characters
+                            else ("split_punctuation", "lower_and_strip_punctuation")),
+            "split": (split, ("whitespace", "character")),
         }
+        if not characters:
+            expected["ngrams"] = (ngrams, (None, 2) if mode == "tf_idf" else (None,))
+        elif not (isinstance(ngrams, (tuple, list)) and all(isinstance(n, int) and n > 0 for n in ngrams)):
+            expected["ngrams"] = (ngrams, ("a tuple of widths",))
         for key, (value, allowed) in expected.items():
             if value not in allowed:
                 raise RunError(f"TextVectorization '{layer.name}' uses {key}={value!r}; the edge runner implements {allowed!r}")
         vocabulary = [str(v) for v in layer.get_vocabulary()]
-        params: dict[str, Any] = {"vocabulary": vocabulary, "standardize": standardize, "split": config["split"]}
+        params: dict[str, Any] = {"vocabulary": vocabulary, "standardize": standardize, "split": split}
         if mode == "int":
             # Index 0 pads, 1 is "[UNK]"; the runner maps tokens the same way and pads or truncates.
             params["sequence_length"] = int(config["output_sequence_length"])
             return HostStep(f"{layer_name(column)}__tokens", "token_ids", column, "int64", params["sequence_length"], params)
         idf = np.asarray(layer._lookup_layer.idf_weights_const, dtype="float32")  # noqa: SLF001
-        params.update(idf=[float(v) for v in idf], ngrams=int(config["ngrams"] or 1))
-        return HostStep(f"{layer_name(column)}__tfidf", "tfidf", column, "float32", len(vocabulary), params)
+        # Words: 1 (words) or 2 (words and pairs); characters: the list of widths.
+        params.update(idf=[float(v) for v in idf], ngrams=[int(n) for n in ngrams] if characters else int(ngrams or 1))
+        suffix = "__chars" if characters else "__tfidf"
+        return HostStep(f"{layer_name(column)}{suffix}", "tfidf", column, "float32", len(vocabulary), params)
     raise RunError(f"no edge implementation for layer '{layer.name}' ({type(layer).__name__})")

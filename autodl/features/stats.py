@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,11 @@ MAX_SEQUENCE_LENGTH = 256
 MIN_SEQUENCE_LENGTH = 8
 # The sequence length covers this share of the training texts whole.
 SEQUENCE_COVERAGE = 0.95
+# Character n-gram widths of the char_ngrams encoder (scikit-learn's analyzer="char", (2, 5)).
+CHAR_NGRAMS = (2, 3, 4, 5)
+# Character n-gram vocabularies are counted on at most this many texts, evenly spaced: a
+# 500-character text has 2,000 of them, and a sample finds the frequent ones as well.
+MAX_CHAR_STATS_TEXTS = 20000
 
 
 @dataclass
@@ -134,15 +140,37 @@ def standardize(text: Any) -> list[str]:
     return _PUNCTUATION.sub(" ", str(text).translate(_ASCII_LOWER)).split()
 
 
+def collapse_whitespace(text: Any) -> str:
+    """``text`` as the zoo's ``collapse_whitespace`` makes it: ASCII lower case, whitespace runs as one space, trimmed.
+
+    >>> collapse_whitespace("  Great\tfood!! ")
+    'great food!!'
+    """
+    return _WHITESPACE.sub(" ", str(text).translate(_ASCII_LOWER)).strip(" ")
+
+
+def char_ngrams(text: Any, widths: tuple[int, ...] = CHAR_NGRAMS) -> list[str]:
+    """The character n-grams Keras' ``TextVectorization(split="character", ngrams=widths)`` makes of ``text``.
+
+    >>> char_ngrams("Ok!", (2, 3))
+    ['o k', 'k !', 'o k !']
+    """
+    chars = list(collapse_whitespace(text))
+    return [" ".join(chars[i : i + n]) for n in widths for i in range(len(chars) - n + 1)]
+
+
 def text_stats(values: np.ndarray, *, max_tokens: int = MAX_TEXT_TOKENS) -> TextStats:
     """Vocabularies, IDF weights and sequence length of one text column's training values.
 
-    Word pairs seen in a single document are left out of the n-gram vocabulary:
-    there are many of them and they only teach the model to memorize.
+    Word pairs and character n-grams seen in a single document are left out of
+    the n-gram vocabularies: there are many of them and they only teach the model
+    to memorize.
 
     >>> stats = text_stats(np.array(["Good film!", "good plot, bad film", "bad"], dtype=object))
     >>> stats.tokens[:3], stats.ngrams[:3], stats.sequence_length
     (['bad', 'film', 'good'], ['bad', 'film', 'good'], 8)
+    >>> "g o o d" in stats.char_ngrams, "p l o t" in stats.char_ngrams  # "plot" is in one text only
+    (True, False)
     """
     doc_freq: dict[str, int] = {}
     pair_freq: dict[str, int] = {}
@@ -160,14 +188,34 @@ def text_stats(values: np.ndarray, *, max_tokens: int = MAX_TEXT_TOKENS) -> Text
     n_docs = max(len(values), 1)
     covered = int(np.ceil(np.quantile(lengths, SEQUENCE_COVERAGE))) if len(lengths) else MIN_SEQUENCE_LENGTH
     length = int(min(MAX_SEQUENCE_LENGTH, max(MIN_SEQUENCE_LENGTH, -(-covered // 8) * 8)))  # a multiple of 8
+    chars, n_char_docs = char_document_frequencies(values, max_tokens=max_tokens)
     return TextStats(
         tokens=[w for w, _ in words],
         ngrams=[g for g, _ in ngrams],
-        idf=[float(np.log1p(n_docs / (1.0 + df))) for _, df in ngrams],
+        idf=[idf(n_docs, df) for _, df in ngrams],
         sequence_length=length,
         n_truncated=int((lengths > length).sum()),
+        char_ngrams=[g for g, _ in chars],
+        char_idf=[idf(n_char_docs, df) for _, df in chars],
     )
 
 
+def char_document_frequencies(values: np.ndarray, *, max_tokens: int) -> tuple[list[tuple[str, int]], int]:
+    """The ``max_tokens`` most frequent character n-grams seen in two texts or more, with their counts, and the texts read."""
+    if len(values) > MAX_CHAR_STATS_TEXTS:
+        values = values[np.linspace(0, len(values) - 1, MAX_CHAR_STATS_TEXTS).astype(np.int64)]
+    doc_freq: Counter[str] = Counter()
+    for text in values:
+        doc_freq.update(set(char_ngrams(text)))
+    kept = sorted(((g, df) for g, df in doc_freq.items() if df >= 2), key=lambda kv: (-kv[1], kv[0]))
+    return kept[:max_tokens], max(len(values), 1)
+
+
+def idf(n_docs: int, df: int) -> float:
+    """Keras' TF-IDF weight: ``log(1 + n / (1 + df))``."""
+    return float(np.log1p(n_docs / (1.0 + df)))
+
+
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_WHITESPACE = re.compile(r"[\t\n\f\r ]+")  # TensorFlow's (RE2's) \\s
 _PUNCTUATION = re.compile(r'[!"#$%&()*+,\-./:;<=>?@\[\\\]^_`{|}~\']')

@@ -43,11 +43,12 @@ def default_batch_size(n_rows: int) -> int:
     return 32
 
 
-def output_head(representation: Any, schema: Schema) -> Any:
+def output_head(representation: Any, schema: Schema, *, kernel_regularizer: Any = None) -> Any:
     """The task head: class probabilities, or the value on the target's own scale."""
     if schema.task == "regression":
-        return keras.layers.Dense(1, name="value")(representation)
-    return keras.layers.Dense(len(schema.classes or []), activation="softmax", name="proba")(representation)
+        return keras.layers.Dense(1, kernel_regularizer=kernel_regularizer, name="value")(representation)
+    return keras.layers.Dense(len(schema.classes or []), activation="softmax", kernel_regularizer=kernel_regularizer,
+                              name="proba")(representation)
 
 
 class TabularHyperModel(kt.HyperModel):
@@ -70,7 +71,7 @@ class TabularHyperModel(kt.HyperModel):
         self.schema = schema
         self.stats = stats
         self.n_train_rows = n_train_rows
-        self.architectures = list(architectures or [e.card.name for e in zoo.list_entries("tabular")])
+        self.architectures = list(architectures or [e.card.name for e in zoo.list_entries("tabular") if e.default_search])
         # Text columns get one encoder per trial, chosen among these (none without text columns).
         has_text = any(c.kind == "text" for c in schema.features)
         self.text_models = list(text_models or [e.card.name for e in zoo.list_entries("text")]) if has_text else []
@@ -103,9 +104,11 @@ class TabularHyperModel(kt.HyperModel):
                         learning_rate = self._fine_tuning_rate(hp, text_model, tuning)
 
         inputs, features = build_inputs(self.schema, self.stats, numeric_transform=transform, text_encoder=text_encoder)
+        entry = zoo.get(architecture)
         with hp.conditional_scope("architecture", [architecture]):
-            representation = zoo.get(architecture).build(hp, features)
-        output = output_head(representation, self.schema)
+            representation = entry.build(hp, features)
+            regularizer = entry.head_regularizer(hp) if entry.head_regularizer else None
+        output = output_head(representation, self.schema, kernel_regularizer=regularizer)
         if self.schema.task == "regression":
             output = keras.layers.Rescaling(self.target_std, offset=self.target_mean, name="target_scale")(output)
             output = keras.layers.Reshape((), name="prediction")(output)

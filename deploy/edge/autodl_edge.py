@@ -56,6 +56,8 @@ _DELIMITERS = ",;\t|"
 # Keras' TextVectorization "lower_and_strip_punctuation" removes exactly these characters.
 _PUNCTUATION = re.compile(r"[!\"#$%&()\*\+,\-\./:;<=>?@\[\\\]^_`{|}~']")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# TensorFlow's (RE2's) \s, which autodl's "collapse_whitespace" standardization joins into one space.
+_WHITESPACE = re.compile(r"[\t\n\f\r ]+")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _INT_MISSING = np.iinfo(np.int64).min
 
@@ -158,15 +160,29 @@ def words(text: str, standardize: str = "split_punctuation") -> list[str]:
     return _PUNCTUATION.sub(_STANDARDIZE[standardize], text.translate(_ASCII_LOWER)).split()
 
 
+def char_ngrams(text: str, widths: Sequence[int]) -> list[str]:
+    """autodl's character n-grams: ASCII lower case, whitespace runs as one space, trimmed; characters joined by a space."""
+    chars = list(_WHITESPACE.sub(" ", text.translate(_ASCII_LOWER)).strip(" "))
+    return [" ".join(chars[i : i + n]) for n in widths for i in range(len(chars) - n + 1)]
+
+
 def tfidf(
-    texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float], ngrams: int = 1, standardize: str = "split_punctuation",
+    texts: Sequence[str], vocabulary: Sequence[str], idf: Sequence[float], ngrams: int | Sequence[int] = 1,
+    standardize: str = "split_punctuation", split: str = "whitespace",
 ) -> np.ndarray:
-    """Keras TextVectorization(output_mode="tf_idf", ngrams=None or 2): counts of words (and word pairs) times IDF."""
+    """Keras TextVectorization(output_mode="tf_idf"): counts of terms times IDF.
+
+    Terms are words (``ngrams`` 1), words and word pairs (``ngrams`` 2), or, with
+    ``split="character"``, the character n-grams of the widths ``ngrams`` lists.
+    """
     index = {w: i for i, w in enumerate(vocabulary)}
     counts = np.zeros((len(texts), len(vocabulary)), dtype=np.float32)
     for row, text in enumerate(texts):
-        tokens = words(text, standardize)
-        terms = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if ngrams == 2 else tokens
+        if split == "character":
+            terms = char_ngrams(text, ngrams)  # type: ignore[arg-type]
+        else:
+            tokens = words(text, standardize)
+            terms = tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])] if ngrams == 2 else tokens
         for term in terms:
             counts[row, index.get(term, 0)] += 1.0
     return counts * np.asarray(idf, dtype=np.float32)
@@ -343,7 +359,7 @@ def prepare_inputs(schema: dict[str, Any], columns: Any) -> dict[str, np.ndarray
         elif spec["op"] == "tfidf":
             params = spec["params"]
             feeds[name] = tfidf([_string(v) for v in raw], params["vocabulary"], params["idf"], params.get("ngrams", 1),
-                                params.get("standardize", "lower_and_strip_punctuation"))
+                                params.get("standardize", "lower_and_strip_punctuation"), params.get("split", "whitespace"))
         elif spec["op"] == "token_ids":
             params = spec["params"]
             feeds[name] = token_ids([_string(v) for v in raw], params["vocabulary"], params["sequence_length"],

@@ -8,3 +8,4 @@ from autodl.zoo.tabular import mlp_plr  # noqa: F401  (first: the search's defau
 from autodl.zoo.tabular import mlp  # noqa: F401
 from autodl.zoo.tabular import resnet  # noqa: F401
 from autodl.zoo.tabular import ft_transformer  # noqa: F401
+from autodl.zoo.tabular import linear  # noqa: F401  (searched by default only as the head of text-only tables)

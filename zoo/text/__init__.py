@@ -10,6 +10,7 @@ package does not import keras-hub: that happens when a model is built.
 """
 
 from autodl.zoo.text import ngrams  # noqa: F401
+from autodl.zoo.text import chars  # noqa: F401
 from autodl.zoo.text import textcnn  # noqa: F401
 from autodl.zoo.text import bilstm  # noqa: F401
 from autodl.zoo.text import transformer  # noqa: F401

@@ -34,6 +34,23 @@ def split_punctuation(text: Any) -> Any:
     return tf.strings.regex_replace(tf.strings.lower(text), PUNCTUATION, " ")
 
 
+# TensorFlow's regex ``\\s`` (RE2): the whitespace ``collapse_whitespace`` joins into one space.
+WHITESPACE = r"[\t\n\f\r ]+"
+
+
+@keras.saving.register_keras_serializable(package="autodl")
+def collapse_whitespace(text: Any) -> Any:
+    """Lower case, each run of whitespace as one space, none at either end (character n-gram models' standardization).
+
+    Punctuation stays: for character n-grams "!!" and ":)" are signal.
+    ``autodl.features.stats.collapse_whitespace`` is the same in Python.
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    collapsed = tf.strings.regex_replace(tf.strings.lower(text), WHITESPACE, " ")
+    return tf.strings.regex_replace(collapsed, r"^ | $", "")
+
+
 def token_ids(text: Any, stats: TextStats, name: str) -> Any:
     """``(batch,)`` strings → ``(batch, sequence_length)`` int64 word indices, padded with 0, truncated."""
     return keras.layers.TextVectorization(
