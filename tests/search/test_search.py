@@ -170,6 +170,30 @@ def test_pruning_spares_the_checkpoint_of_a_running_trial(tmp_path):
     assert not tuner.checkpoint_path("7").exists()
 
 
+def test_family_leaders_keep_their_weights_and_refits_count_epochs_to_the_lowest_loss(tmp_path):
+    """An ensemble of model families needs each family's best weights; a refit trains to the lowest validation loss."""
+    from autodl.search.tuner import describe_model, family_leaders
+
+    tuner = make_tuner(tmp_path, max_trials=4, keep_top_k=2, keep_family_leaders=True, max_epochs=6)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    ranked = tuner.ranked_trials()
+    leaders = family_leaders(ranked, 2)
+    assert [describe_model(t.hyperparameters.values) for t in leaders] == ["mlp", "mlp_plr"] or len(
+        {describe_model(t.hyperparameters.values) for t in leaders}) == 2
+    assert leaders[0] is ranked[0]
+    kept = {t.trial_id for t in ranked if tuner.checkpoint_path(t.trial_id).exists()}
+    assert kept == {t.trial_id for t in ranked[:2]} | {t.trial_id for t in leaders}
+    for trial in ranked:
+        log = tuner.trial_log[trial.trial_id]
+        assert 1 <= log["loss_epoch"] <= log["epochs"] and tuner.best_epoch(trial) == log["loss_epoch"]
+    # The epoch count follows the validation loss, whatever the objective did.
+    tuner.on_trial_begin(ranked[0])
+    for epoch, (loss, accuracy) in enumerate([(0.9, 0.6), (0.7, 0.8), (0.5, 0.7), (0.6, 0.7)]):
+        tuner.on_epoch_end(ranked[0], None, epoch, {"val_loss": loss, "val_accuracy": accuracy})
+    assert tuner._lowest_loss == (0.5, 3)
+
+
 def test_trial_orphaned_by_a_crash_is_retried(tmp_path):
     tuner = make_tuner(tmp_path, max_trials=2)
     train, valid = tiny_data()
