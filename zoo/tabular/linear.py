@@ -47,7 +47,7 @@ CARD = Card(
         "https://hastie.su.domains/ElemStatLearn/"
     ),
     good_for=(
-        "Text encoded as TF-IDF of word or character n-grams, where it matches or beats any deeper head; "
+        "Text encoded as TF-IDF of word or character n-grams (it is logistic regression on them); "
         "a baseline on tables, fastest to train and to serve."
     ),
     licence="Apache-2.0 (autodl; no pretrained weights)",
