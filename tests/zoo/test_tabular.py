@@ -116,7 +116,7 @@ def test_no_features_is_an_error(name: str) -> None:
 def test_hyperparameters_are_prefixed_and_documented(name: str) -> None:
     _, hp = build_model(name, "numeric_categorical")
     names = [h.name for h in hp.space]
-    assert 1 <= len(names) <= 6
+    assert len(names) in range(1, 7)
     assert all(n.startswith(f"{name}/") for n in names), names
     card = get(name).card
     assert set(card.hyperparameters) == set(names)
