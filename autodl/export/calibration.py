@@ -19,6 +19,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 
+# Calibrated magnitudes from here up mark sentinels, not data (see ``LiteRTCalibrator``).
+SENTINEL_RANGE = 1e6
+
+
 class LiteRTCalibrator:
     """Stand-in for TF's calibrator, for autodl's inputs: strings and NaN.
 
@@ -34,6 +38,12 @@ class LiteRTCalibrator:
     tensors that ever hold NaN or infinity without a range (so they stay
     float), and writes the ranges into the tensors' quantization parameters,
     the form TF's MLIR quantizer reads next.
+
+    A tensor whose range reaches ``SENTINEL_RANGE`` gets no range either: such
+    values are sentinels, as in attention scores masked with -1e9 before the
+    softmax, and one int8 scale over them leaves every real score in one step
+    (measured on a fine-tuned MiniLM: int8 accuracy 0.753 against Keras' 0.905;
+    with the masked scores left float, 0.893 at the same size).
     """
 
     # Layer names whose tensors get no range (stay float); set per conversion by ``litert_calibration``.
@@ -75,10 +85,11 @@ class LiteRTCalibrator:
                     high[k] = max(high.get(k, -math.inf), float(np.max(value)))
         for (graph, index), lo in low.items():
             tensor = model.subgraphs[graph].tensors[index]
-            if (graph, index) in non_finite or _in_layers(tensor.name, self.keep_float):
+            hi = high[(graph, index)]
+            if (graph, index) in non_finite or max(-lo, hi) >= SENTINEL_RANGE or _in_layers(tensor.name, self.keep_float):
                 continue
             params = tensor.quantization or schema_fb.QuantizationParametersT()
-            params.min, params.max = [lo], [high[(graph, index)]]
+            params.min, params.max = [lo], [hi]
             tensor.quantization = params
         return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
