@@ -3,6 +3,7 @@
     python bench/text.py                         # all contenders, 10-minute budgets (about 25 minutes)
     python bench/text.py --time-limit 3m --contenders tfidf-lr,autodl-scratch
     python bench/text.py --split-seeds 1,2,3 --contenders tfidf-lr,autodl-scratch   # 3 other random splits
+    python bench/text.py --contenders autodl-scratch,autodl-minilm --export          # + TFLite variants
 
 Data: ``../shared/data/sentiment`` (Sentiment Labelled Sentences, Kotzias et al. 2015):
 3,000 sentences from Amazon, IMDb and Yelp reviews, half positive. Convention of its
@@ -20,8 +21,12 @@ own process on the same split:
   extra) under the same limit.
 
 Each row: test accuracy, fit wall time, peak memory, and the median latency of predicting
-one sentence (the fitted object's own predict, one row at a time). When the data directory
-is absent the script says so and exits 0; nothing is downloaded.
+one sentence (the fitted object's own predict, one row at a time). ``--export`` also exports
+each autodl model as an edge bundle with every quantization (``autodl export --format tflite
+--quantize all``) and scores each variant on the test sentences through the bundle's runner,
+which tokenizes in numpy: accuracy, agreement with Keras, size, 1-sentence latency (the row's
+peak memory then covers the export too; the fit's own peak is in the JSON). When the data
+directory is absent the script says so and exits 0; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from _harness import (  # noqa: E402
     make_console,
     missing_data_note,
     parse_duration,
+    peak_rss_mib,
     print_results,
     resolve_data_dir,
     run_matrix,
@@ -126,8 +132,9 @@ def run_tfidf_lr(split: Split, **_: Any) -> dict[str, Any]:
             "note": f"unigrams + bigrams, sublinear tf, C={classifier.C_[0]:g} by 5-fold CV"}
 
 
-def run_autodl(split: Split, *, models: tuple[str, ...], time_limit_s: float, **_: Any) -> dict[str, Any]:
+def run_autodl(split: Split, *, models: tuple[str, ...], time_limit_s: float, export: bool = False, **_: Any) -> dict[str, Any]:
     from autodl import AutoModel
+    from autodl.export.pipeline import ExportOptions, export_run
 
     with tempfile.TemporaryDirectory(prefix="autodl-bench-text-") as tmp:
         model = AutoModel(target="label", models=list(models), time_limit=time_limit_s, max_trials=50, seed=0,
@@ -141,13 +148,41 @@ def run_autodl(split: Split, *, models: tuple[str, ...], time_limit_s: float, **
         latency = latency_ms(lambda s: model.predict(pd.DataFrame({"sentence": [s]})), split.test["sentence"].tolist())
         board = model.leaderboard()
         manifest = model.manifest
+        fit_peak_mib = peak_rss_mib()
+        edge = None
+        if export:
+            report = export_run(model.run_dir, ExportOptions(formats=("tflite",), quantize="all", overwrite=True),
+                                data=split.train, test_data=split.test)
+            edge = {"keras_accuracy": report["keras"]["accuracy"], "variants": {
+                name: {k: v[k] for k in ("accuracy", "agreement", "size_bytes", "latency_ms") if k in v}
+                for name, v in report["tflite"]["variants"].items()}}
     best = board.iloc[0]
     per_model = board.groupby("architecture")["val_accuracy"].max().round(3).to_dict()
     note = (f"{len(board)} trials, shipped {manifest['final_model']['kind']} {best['architecture']}; "
             f"best val acc per model {per_model}")
     return {"metrics": {"accuracy": accuracy, "latency_ms": latency}, "fit_s": fit_s, "note": note,
             "extra": {"leaderboard": board.drop(columns=["hyperparameters"]).to_dict(orient="records"),
-                      "final_model": manifest["final_model"], "text_columns": manifest.get("text_columns")}}
+                      "final_model": manifest["final_model"], "text_columns": manifest.get("text_columns"),
+                      "fit_peak_rss_mib": fit_peak_mib, "edge": edge}}
+
+
+def print_edge(rows: list[dict[str, Any]], console: Any) -> None:
+    """One line per TFLite variant of each exported autodl model."""
+    from rich.table import Table
+
+    table = Table(title="Edge bundles (LiteRT, the bundle's numpy tokenizer) on the test sentences")
+    for column in ("dataset", "contender", "variant", "accuracy", "vs Keras (pt)", "agreement", "MiB", "1-sentence ms"):
+        table.add_column(column, justify="left" if column in ("dataset", "contender", "variant") else "right")
+    for row in rows:
+        edge = (row.get("extra") or {}).get("edge")
+        if row["status"] != "ok" or not edge:
+            continue
+        for name, v in edge["variants"].items():
+            table.add_row(row["dataset"], row["contender"], name, f"{v['accuracy']:.4f}",
+                          f"{100 * (v['accuracy'] - edge['keras_accuracy']):+.2f}",
+                          "" if v.get("agreement") is None else f"{v['agreement']:.4f}",
+                          f"{v['size_bytes'] / 2**20:.1f}", f"{v['latency_ms']:.1f}")
+    console.print(table)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split-seeds", default="0",
                         help="comma-separated seeds of the random train/test splits (default 0, the data README's split)")
     parser.add_argument("--data", help="data directory (default $AUTODL_BENCH_DATA or ../shared/data)")
+    parser.add_argument("--export", action="store_true",
+                        help="also export each autodl model to TFLite (all quantizations) and score the variants")
     add_child_args(parser)
     return parser
 
@@ -166,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = resolve_data_dir(args.data)
     runners: dict[str, Callable[[Split], dict[str, Any]]] = {
         "tfidf-lr": run_tfidf_lr,
-        "autodl-scratch": lambda split: run_autodl(split, models=SCRATCH_MODELS, time_limit_s=args.time_limit),
-        "autodl-minilm": lambda split: run_autodl(split, models=("minilm",), time_limit_s=args.time_limit),
+        "autodl-scratch": lambda split: run_autodl(split, models=SCRATCH_MODELS, time_limit_s=args.time_limit,
+                                                   export=args.export),
+        "autodl-minilm": lambda split: run_autodl(split, models=("minilm",), time_limit_s=args.time_limit, export=args.export),
     }
     if args.contender:
         return child_main(lambda: runners[args.contender](load_split(data_dir, split_seed(args.dataset))), args.json_out)
@@ -180,13 +218,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown contender {unknown[0]!r}; choose from {', '.join(CONTENDERS)}")
     console = make_console()
-    child_args = ("--time-limit", str(args.time_limit), *(("--data", str(data_dir)) if args.data else ()))
+    child_args = ("--time-limit", str(args.time_limit), *(("--data", str(data_dir)) if args.data else ()),
+                  *(("--export",) if args.export else ()))
     seeds = [int(s) for s in args.split_seeds.split(",") if s.strip()]
     jobs = [Job(dataset_name(seed), c, 2 * args.time_limit + 600, child_args) for seed in seeds for c in contenders]
     rows = run_matrix(Path(__file__).resolve(), jobs, log_dir=RESULTS_DIR / "logs" / "text", console=console)
     print_results(rows, METRICS, title="Text: Sentiment Labelled Sentences (2,400 train / 600 test, 2 CPU cores)",
                   caption=f"autodl budgets {args.time_limit:.0f} s per fit; latency = median of predicting one "
                           "sentence with the fitted object", console=console)
+    if args.export:
+        print_edge(rows, console)
     accuracy = {(r["dataset"], r["contender"]): r["metrics"]["accuracy"] for r in rows if r["status"] == "ok"}
     by_name = {c: a for (d, c), a in accuracy.items() if d == "sentiment"}
     baseline = by_name.get("tfidf-lr")
