@@ -154,7 +154,7 @@ def run_autodl(split: Split, *, models: tuple[str, ...], time_limit_s: float, ex
             report = export_run(model.run_dir, ExportOptions(formats=("tflite",), quantize="all", overwrite=True),
                                 data=split.train, test_data=split.test)
             edge = {"keras_accuracy": report["keras"]["accuracy"], "variants": {
-                name: {k: v[k] for k in ("accuracy", "agreement", "size_bytes", "latency_ms") if k in v}
+                name: {k: v[k] for k in ("accuracy", "label_agreement", "max_abs_diff", "size_bytes", "latency_ms") if k in v}
                 for name, v in report["tflite"]["variants"].items()}}
     best = board.iloc[0]
     per_model = board.groupby("architecture")["val_accuracy"].max().round(3).to_dict()
@@ -180,7 +180,7 @@ def print_edge(rows: list[dict[str, Any]], console: Any) -> None:
         for name, v in edge["variants"].items():
             table.add_row(row["dataset"], row["contender"], name, f"{v['accuracy']:.4f}",
                           f"{100 * (v['accuracy'] - edge['keras_accuracy']):+.2f}",
-                          "" if v.get("agreement") is None else f"{v['agreement']:.4f}",
+                          "" if v.get("label_agreement") is None else f"{v['label_agreement']:.4f}",
                           f"{v['size_bytes'] / 2**20:.1f}", f"{v['latency_ms']:.1f}")
     console.print(table)
 
