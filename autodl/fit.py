@@ -614,7 +614,7 @@ def finalize(
     from autodl.features import make_inputs
     from autodl.recipes.tabular import predict
     from autodl.search.tuner import family_leaders
-    from autodl.train import average_models, greedy_ensemble
+    from autodl.train import average_models, greedy_ensemble, informative_members
 
     ranked = tuner.ranked_trials()
     if not ranked:
@@ -649,8 +649,8 @@ def finalize(
     single_score = metrics_lib.compute(schema.task, valid.y, outputs[0], valid.sample_weight)[metric]  # type: ignore[arg-type]
     chosen, score = [0], float(single_score)
     if text_search and len(models) > 1:
-        chosen = list(range(len(models)))
-        score = float(metrics_lib.compute(schema.task, valid.y, np.mean(outputs, axis=0), valid.sample_weight)[metric])  # type: ignore[arg-type]
+        chosen = informative_members(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.sample_weight)  # type: ignore[arg-type]
+        score = float(metrics_lib.compute(schema.task, valid.y, np.mean([outputs[i] for i in chosen], axis=0), valid.sample_weight)[metric])  # type: ignore[arg-type]
     elif len(models) > 1:
         candidates, ensemble_score = greedy_ensemble(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.sample_weight)  # type: ignore[arg-type]
         if len(candidates) > 1 and metrics_lib.is_better(ensemble_score, single_score, metric):
@@ -669,7 +669,9 @@ def finalize(
     ids = [t.trial_id for t in trials]
     if len(members) > 1:
         retrained = f"; {len(refit_ids)} of them then retrained on train+validation" if refit_ids else ""
-        why = (f"the best trial of each of {len(members)} model families, averaged" if text_search else
+        left_out = len(models) - len(members) if text_search else 0
+        weak = f" ({left_out} weaker famil{'y' if left_out == 1 else 'ies'} left out)" if left_out else ""
+        why = (f"the best trial of each of {len(members)} model families, averaged{weak}" if text_search else
                f"averaging {len(members)} top trials beats the best single trial on validation")
         reason = f"{why} ({score:.4f} vs {single_score:.4f} {metric} on validation){retrained}"
         return Final(average_models(members, make_inputs(schema)), "ensemble", ids, reason, score,

@@ -2,14 +2,15 @@
 
 ``greedy_ensemble`` picks, from the top trials, the subset whose averaged
 validation output scores best (forward selection without replacement,
-Caruana et al. 2004); ``average_models`` wires that subset into one
+Caruana et al. 2004); ``informative_members`` leaves out models that learned
+little beside the best one (for averages chosen by rule); ``average_models`` wires that subset into one
 functional model over the same named inputs, so it saves, loads and serves
 like a single model.
 
 Example:
 
 >>> import numpy as np
->>> outputs = [np.array([[0.9, 0.1], [0.4, 0.6]]), np.array([[0.6, 0.4], [0.1, 0.9]])]
+>>> outputs = [np.array([[0.9, 0.1], [0.45, 0.55]]), np.array([[0.6, 0.4], [0.1, 0.9]])]
 >>> greedy_ensemble(outputs, np.array([0, 1]), task="binary", metric="log_loss")[0]
 [1, 0]
 """
@@ -44,6 +45,45 @@ def greedy_ensemble(
             chosen.append(i)
             best = score
     return chosen, float(best)
+
+
+def informative_members(
+    outputs: list[np.ndarray],
+    y_true: np.ndarray,
+    *,
+    task: str,
+    metric: str,
+    sample_weight: np.ndarray | None = None,
+    share: float = 0.5,
+) -> list[int]:
+    """Indices of the outputs worth averaging: those whose gain over a constant guess is at least
+    ``share`` of the best output's gain (the best is always kept; order is kept).
+
+    A trial that diverged or never left its initial guess (a BiLSTM at 0.49 accuracy on balanced
+    classes, say) still leads its model family; averaged in with equal weight, it pulls every
+    prediction toward chance. The constant guess is the best one for the validation rows: their
+    class frequencies, or their mean.
+
+    >>> import numpy as np
+    >>> y = np.array([0, 1, 0, 1])
+    >>> good, weak, chance = np.eye(2)[y] * 0.8 + 0.1, np.eye(2)[[0, 1, 1, 1]] * 0.8 + 0.1, np.full((4, 2), 0.5)
+    >>> informative_members([good, weak, chance], y, task="binary", metric="accuracy")
+    [0, 1]
+    """
+    scores = [metrics_lib.compute(task, y_true, o, sample_weight)[metric] for o in outputs]
+    weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    if task == "regression":
+        guess = np.full(len(y_true), np.average(np.asarray(y_true, dtype=np.float64), weights=weights))
+    else:
+        counts = np.bincount(np.asarray(y_true, dtype=np.int64), weights=weights, minlength=outputs[0].shape[1])
+        guess = np.tile(counts / counts.sum(), (len(y_true), 1))
+    constant = metrics_lib.compute(task, y_true, guess, sample_weight)[metric]
+    sign = -1.0 if metrics_lib.direction(metric) == "min" else 1.0
+    gains = [sign * (score - constant) for score in scores]
+    best = int(np.nanargmax(gains))
+    if not gains[best] > 0:
+        return [best]
+    return [i for i, gain in enumerate(gains) if i == best or gain >= share * gains[best]]
 
 
 def average_models(models: list[keras.Model], inputs: dict[str, Any], name: str = "autodl_ensemble") -> keras.Model:
