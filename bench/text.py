@@ -156,9 +156,10 @@ def run_autodl(split: Split, *, models: tuple[str, ...], time_limit_s: float, ex
             edge = {"keras_accuracy": report["keras"]["accuracy"], "variants": {
                 name: {k: v[k] for k in ("accuracy", "label_agreement", "max_abs_diff", "size_bytes", "latency_ms") if k in v}
                 for name, v in report["tflite"]["variants"].items()}}
-    best = board.iloc[0]
     per_model = board.groupby("architecture")["val_accuracy"].max().round(3).to_dict()
-    note = (f"{len(board)} trials, shipped {manifest['final_model']['kind']} {best['architecture']}; "
+    by_trial = dict(zip(board["trial"].astype(int), board["architecture"]))
+    shipped = [by_trial[int(member)] for member in manifest["final_model"]["members"]]
+    note = (f"{len(board)} trials, shipped {manifest['final_model']['kind']} {' + '.join(shipped)}; "
             f"best val acc per model {per_model}")
     return {"metrics": {"accuracy": accuracy, "latency_ms": latency}, "fit_s": fit_s, "note": note,
             "extra": {"leaderboard": board.drop(columns=["hyperparameters"]).to_dict(orient="records"),
