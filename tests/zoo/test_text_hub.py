@@ -1,7 +1,8 @@
-"""Any BERT-family keras-hub preset as a text encoder in the search: a tiny preset the test saves, loaded offline."""
+"""Any BERT-family keras-hub preset as a text encoder: a tiny KerasHub preset the test saves, and a Hugging Face checkpoint folder."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 keras_hub = pytest.importorskip("keras_hub")
@@ -44,3 +45,27 @@ def test_a_missing_preset_folder_is_a_one_line_error(tmp_path, capsys) -> None:
     code = main(["fit", "x.csv", "--target", "y", "--models", "hub:./no/such/preset", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "keras-hub preset folder './no/such/preset' does not exist" in err
+
+
+def test_a_hugging_face_checkpoint_folder_is_a_preset(tmp_path) -> None:
+    """A folder as Hugging Face writes it (config.json, model.safetensors, vocab.txt) goes through keras-hub's converter."""
+    import keras
+    import tensorflow as tf
+
+    from autodl.zoo import get
+    from autodl.zoo.text import minilm
+    from autodl.zoo.text.hub import register_preset
+
+    if not minilm.pretrained_available():
+        pytest.skip(str(minilm.unavailable_reason()))
+    folder = tmp_path / "all-MiniLM-L6-v2"
+    folder.mkdir()
+    for file in ("config.json", "model.safetensors", "vocab.txt"):  # no KerasHub metadata.json or tokenizer.json
+        (folder / file).symlink_to(minilm.preset_dir() / file)
+    name = register_preset(f"hub:{folder}")
+    assert name == "hub_all_MiniLM_L6_v2"
+    text = keras.Input(shape=(), dtype="string")
+    from_folder = keras.Model(text, get(name).build(None, text))
+    texts = tf.constant(["a lovely film", "the plot was awful and boring", ""])
+    expected = minilm.encoder(minilm.word_piece_length())(texts).numpy()  # the zoo's own MiniLM entry
+    np.testing.assert_allclose(from_folder(texts).numpy(), expected, atol=1e-5)
