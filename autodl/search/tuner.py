@@ -24,6 +24,7 @@ import signal
 import statistics
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -324,6 +325,15 @@ class AutoTuner(kt.Tuner):
         if loss_epoch:
             return max(1, int(loss_epoch))
         return max(1, int(trial.best_step or 0) + 1)
+
+    def load_model(self, trial: Any) -> keras.Model:
+        """The trial's model with its best-epoch weights, for prediction."""
+        # Keras writes the optimizer's state into the weights file too; a freshly built model has
+        # no optimizer variables yet, so every load warned that it skipped them. Prediction
+        # needs only the weights.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer", category=UserWarning)
+            return super().load_model(trial)
 
     def checkpoint_path(self, trial_id: str) -> Path:
         """Where a trial's best-epoch weights live (absent once pruned)."""

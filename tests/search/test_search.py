@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 
+import keras
 import keras_tuner as kt
 import numpy as np
 import psutil
@@ -184,6 +185,23 @@ def test_only_top_k_and_family_leaders_keep_weights_and_refits_count_epochs_to_t
     for epoch, (loss, accuracy) in enumerate([(0.9, 0.6), (0.7, 0.8), (0.5, 0.7), (0.6, 0.7)]):
         tuner.on_epoch_end(ranked[0], None, epoch, {"val_loss": loss, "val_accuracy": accuracy})
     assert tuner._lowest_loss == (0.5, 3)
+
+
+def test_loading_a_trial_gives_its_best_weights_without_optimizer_warnings(tmp_path):
+    import warnings
+
+    tuner = make_tuner(tmp_path, max_trials=1, max_epochs=3)
+    train, valid = tiny_data()
+    tuner.search(train, valid)
+    best = tuner.ranked_trials()[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = tuner.load_model(best)
+    assert not [w for w in caught if "optimizer" in str(w.message)]
+    reference = tuner._build_hypermodel(best.hyperparameters)
+    reference.load_weights(tuner.checkpoint_path(best.trial_id))
+    for loaded, saved in zip(model.weights, reference.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(saved))
 
 
 def test_trial_orphaned_by_a_crash_is_retried(tmp_path):
