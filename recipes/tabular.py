@@ -71,7 +71,9 @@ def make_dataset(
 
 def predict(model: keras.Model, data: ModelData) -> np.ndarray:
     """Probabilities ``(n, n_classes)`` or values ``(n,)``."""
-    if isinstance(data, ModelData) and 0 < len(data) <= SMALL_BATCH:
+    # Under several replicas (MirroredStrategy) every replica would predict the whole batch.
+    one_replica = getattr(model, "distribute_strategy", tf.distribute.get_strategy()).num_replicas_in_sync == 1
+    if isinstance(data, ModelData) and 0 < len(data) <= SMALL_BATCH and one_replica:
         out = model.predict_on_batch({k: tf.constant(v) for k, v in data.x.items()})
     else:
         out = model.predict(make_dataset(data, batch_size=PREDICT_BATCH, with_targets=False), verbose=0)
