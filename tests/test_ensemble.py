@@ -52,6 +52,12 @@ def test_when_nothing_beats_the_constant_only_the_best_is_kept() -> None:
     assert len(kept) == 1
 
 
+def test_when_the_metric_cannot_be_computed_all_are_kept() -> None:
+    one_class = np.zeros(50, dtype=int)  # ROC AUC is undefined on one class
+    outputs = [np.tile([0.9, 0.1], (50, 1)), np.tile([0.4, 0.6], (50, 1))]
+    assert informative_members(outputs, one_class, task="binary", metric="roc_auc") == [0, 1]
+
+
 def test_greedy_selection_adds_a_member_only_when_the_average_improves() -> None:
     y = np.array([0, 1])
     first, second = np.array([[0.9, 0.1], [0.45, 0.55]]), np.array([[0.6, 0.4], [0.1, 0.9]])
