@@ -100,7 +100,7 @@ def text_export(tmp_path_factory):
     csv = tmp / "reviews.csv"
     _reviews().to_csv(csv, index=False)
     run = tmp / "run"
-    # The MLP head, for which the int8 bound below was measured (0.07); a linear head on one epoch's
+    # The MLP head, for which the int8 bound below was measured (0.05); a linear head on one epoch's
     # MiniLM embeddings ends near 0.2.
     AutoModel(target="label", models=["minilm", "mlp"], max_trials=1, max_epochs=1, out=run, verbosity=0).fit(str(csv))
     report = export_run(run, ExportOptions(formats=("tflite",), quantize="int8"))
@@ -137,7 +137,8 @@ def test_minilm_variants_agree_with_keras(text_export):
     assert variants["float32"]["label_agreement"] == 1.0
     assert variants["float32"]["max_abs_diff"] <= 1e-4
     # One epoch on 60 rows leaves probabilities near 0.5, where label agreement is noise: the
-    # output difference is the check (measured 0.07 for int8, 0.005 for dynamic weights).
+    # output difference is the check (measured for int8: 0.05, 0.07 before masking sentinels stayed
+    # float; 0.005 for dynamic weights).
     assert variants["int8"]["max_abs_diff"] <= 0.2
     assert variants["int8"]["size_bytes"] < variants["float32"]["size_bytes"] / 3
     assert 80e6 < variants["float32"]["size_bytes"] < 100e6
