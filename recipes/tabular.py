@@ -56,7 +56,7 @@ def make_dataset(
     """
     if not isinstance(data, ModelData):
         return data.dataset(batch_size=batch_size, shuffle=shuffle, seed=seed, with_targets=with_targets)
-    x = {k: tf.constant(v) for k, v in data.x.items()}
+    x = _tensors(data)
     if with_targets and data.y is not None:
         parts: tuple[Any, ...] = (x, tf.constant(data.y))
         if data.sample_weight is not None:
@@ -69,12 +69,17 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def _tensors(data: ModelData) -> dict[str, tf.Tensor]:
+    """The model's inputs as tensors: strings go in as ``tf.string`` (Keras rejects numpy str arrays)."""
+    return {k: tf.constant(v) for k, v in data.x.items()}
+
+
 def predict(model: keras.Model, data: ModelData) -> np.ndarray:
     """Probabilities ``(n, n_classes)`` or values ``(n,)``."""
     # Under several replicas (MirroredStrategy) every replica would predict the whole batch.
     one_replica = getattr(model, "distribute_strategy", tf.distribute.get_strategy()).num_replicas_in_sync == 1
     if isinstance(data, ModelData) and 0 < len(data) <= SMALL_BATCH and one_replica:
-        out = model.predict_on_batch({k: tf.constant(v) for k, v in data.x.items()})
+        out = model.predict_on_batch(_tensors(data))
     else:
         out = model.predict(make_dataset(data, batch_size=PREDICT_BATCH, with_targets=False), verbose=0)
     return np.asarray(out, dtype=np.float64)

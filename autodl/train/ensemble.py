@@ -35,7 +35,7 @@ def greedy_ensemble(
     sample_weight: np.ndarray | None = None,
 ) -> tuple[list[int], float]:
     """Indices of the chosen members (best first) and the ensemble's validation score."""
-    scores = [metrics_lib.compute(task, y_true, o, sample_weight)[metric] for o in outputs]
+    scores = _scores(outputs, y_true, task=task, metric=metric, sample_weight=sample_weight)
     order = sorted(range(len(outputs)), key=lambda i: scores[i], reverse=metrics_lib.direction(metric) == "max")
     chosen = [order[0]]
     best = scores[order[0]]
@@ -73,7 +73,7 @@ def informative_members(
     >>> informative_members([good, weak, chance], y, task="binary", metric="accuracy")
     [0, 1]
     """
-    scores = [metrics_lib.compute(task, y_true, o, sample_weight)[metric] for o in outputs]
+    scores = _scores(outputs, y_true, task=task, metric=metric, sample_weight=sample_weight)
     weights = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     if task == "regression":
         guess = np.full(len(y_true), np.average(np.asarray(y_true, dtype=np.float64), weights=weights))
@@ -89,6 +89,12 @@ def informative_members(
     if not gains[best] > 0:
         return [best]
     return [i for i, gain in enumerate(gains) if i == best or gain >= share * gains[best]]
+
+
+def _scores(
+    outputs: list[np.ndarray], y_true: np.ndarray, *, task: str, metric: str, sample_weight: np.ndarray | None
+) -> list[float]:
+    return [metrics_lib.compute(task, y_true, o, sample_weight)[metric] for o in outputs]
 
 
 def average_models(models: list[keras.Model], inputs: dict[str, Any], name: str = "autodl_ensemble") -> keras.Model:
