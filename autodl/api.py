@@ -46,7 +46,8 @@ class AutoModel:
         max_trials: the most search trials.
         tuner: ``"bayesian"`` (default), ``"hyperband"`` or ``"random"``.
         cv: folds for cross-validated selection; ``"auto"`` uses 5 on small data (≤ 3,000 rows), 0 = one split.
-        seed: makes a run repeatable on the same machine.
+        seed: the split, folds, first trials and initial weights; scores still vary between runs
+            under a time limit (it decides how many trials run) and with multithreaded TensorFlow.
         out: the run directory (default ``runs/<data>-<target>``).
         overwrite: start fresh instead of resuming an unfinished run.
         weight_column: a column of per-row sample weights.
@@ -54,7 +55,8 @@ class AutoModel:
         models: zoo architectures to search (default all tabular entries).
         ensemble: how many top trials may be averaged (1 disables).
         refit: ``"auto"`` (after CV), ``"always"`` or ``"never"``.
-        class_weight: ``"auto"`` (balance strongly imbalanced targets), ``"balanced"`` or ``"none"``.
+        class_weight: ``"auto"`` (balance the classes only for ``metric="balanced_accuracy"``), ``"balanced"`` or
+            ``"none"``; metrics and trial selection always count rows as they come.
         sensitive: columns to audit for fairness (Fairlearn) on the test split; kept out of the model's
             inputs unless ``sensitive_as_feature``; the audit goes to ``RUN/audit.json``.
         positive: the favourable class of a binary target for the audit and fairness options
@@ -303,7 +305,7 @@ class AutoModel:
         y = prepare_target(df[schema.target], schema)
         weight = df[schema.weight_column].to_numpy(np.float32) if schema.weight_column in df.columns else None
         output = predict_output(self.model, ModelData(to_model_inputs(df, schema)), schema.task)
-        return metrics_lib.compute(schema.task, y, output, weight)
+        return metrics_lib.compute(schema.task, y, output, weight, schema.threshold)
 
     def export(
         self,

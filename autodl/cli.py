@@ -64,15 +64,15 @@ def fit(
     max_trials: int = typer.Option(20, "--max-trials", help="Most search trials."),
     tuner: str = typer.Option("bayesian", help="bayesian, hyperband or random."),
     metric: Optional[str] = typer.Option(None, help="Metric to optimize: accuracy, balanced_accuracy, log_loss, roc_auc, f1; rmse, mae, r2."),
-    cv: str = typer.Option("auto", help="K-fold selection: a number of folds, 0 for one validation split, auto = 5 folds up to 3,000 rows."),
-    seed: int = typer.Option(0, help="Random seed; the same seed repeats a run on the same machine."),
+    cv: str = typer.Option("auto", help="K-fold selection: a number of folds, 0 for one validation split, auto = 5 folds up to 3,000 rows (classes too small for every fold are stratified together)."),
+    seed: int = typer.Option(0, help="Random seed of the split, the folds, the search's proposals and the initial weights. The same seed gives the same split and the same first trials; scores still vary from run to run, because --time-limit decides how many trials run and multithreaded TensorFlow is not bit-exact. --max-trials without --time-limit varies least."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start fresh instead of resuming an unfinished run in the same directory."),
     weight_column: Optional[str] = typer.Option(None, "--weight-column", help="Column of per-row sample weights."),
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out."),
     models: Optional[str] = typer.Option(None, help="Comma-separated zoo architectures to search. Tables (default: all): mlp_plr, mlp, resnet, ft_transformer. Images (default: the light backbones with cached weights, and small_cnn): see 'autodl zoo list --task image'."),
     ensemble: int = typer.Option(5, help="Average up to this many top trials when it helps on validation (1 disables)."),
     refit: str = typer.Option("auto", help="Retrain the shipped configurations on all rows: auto (after CV, and on text tables), always, never."),
-    class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance strongly imbalanced classes), balanced or none."),
+    class_weight: str = typer.Option("auto", "--class-weight", help="auto (balance the classes only for --metric balanced_accuracy), balanced (always; the model then decides for balanced classes) or none. Metrics and selection always count rows as they come."),
     max_epochs: int = typer.Option(100, "--max-epochs", help="Most epochs per trial (early stopping usually ends sooner)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
     sensitive: Optional[str] = typer.Option(None, "--sensitive", help="Comma-separated columns to audit for fairness (Fairlearn) on the test split; kept out of the model's inputs."),
@@ -487,10 +487,13 @@ def leaderboard(run: Path = typer.Argument(..., help="Run directory written by '
         raise UserError(f"{path} is missing; re-run 'autodl fit' with --overwrite")
     board = pd.read_csv(path)
     table = Table(title=f"leaderboard · {run} · objective {manifest['search']['objective']}")
-    for col in [c for c in board.columns if c != "hyperparameters"]:
-        table.add_column(col, justify="right" if col != "architecture" else "left")
+    # A failed trial's one-line reason is shown only when some trial failed.
+    shown = [c for c in board.columns if c != "hyperparameters" and not (c == "reason" and board[c].fillna("").eq("").all())]
+    for col in shown:
+        table.add_column(col, justify="left" if col in ("architecture", "reason") else "right",
+                         no_wrap=col == "architecture", overflow="fold")
     for _, row in board.iterrows():
-        table.add_row(*[_cell(row[c]) for c in board.columns if c != "hyperparameters"])
+        table.add_row(*[_cell(row[c]) for c in shown])
     out.print(table)
 
 
@@ -525,7 +528,13 @@ def _print_summary(manifest: dict[str, Any]) -> None:
                 table.add_row(f"test {sub} ({name.replace('_', ' ')})", f"{v:.4f}")
         else:
             table.add_row(f"test {name}", f"{value:.4f}")
-    table.add_row(f"validation {manifest['metric']}", f"{final[f'val_' + manifest['metric']]:.4f}")
+    validation = manifest["metrics"].get("validation", {}).get(manifest["metric"], final[f"val_{manifest['metric']}"])
+    decision = manifest.get("decision") or {}
+    table.add_row(f"validation {manifest['metric']}" + (" (out-of-fold)" if decision.get("rows") == "out-of-fold" else ""),
+                  f"{validation:.4f}")
+    if decision.get("threshold") is not None:
+        classes = manifest["schema"].get("classes") or ["", ""]
+        table.add_row("decision threshold", f"{decision['threshold']:.3f} on P('{classes[-1]}')")
     table.add_row("final model", f"{final['kind']} ({', '.join('trial ' + m for m in final['members'])})")
     table.add_row("trials", f"{manifest['search']['completed']} completed / {manifest['search']['trials']}")
     unit = "images" if manifest.get("input") == "image" else "rows"
@@ -537,6 +546,13 @@ def _print_summary(manifest: dict[str, Any]) -> None:
     table.add_row("run directory", f"{manifest.get('run_dir', '')} ({manifest['disk_bytes'] / 2**20:.1f} MiB)")
     out.print(table)
     out.print(final["reason"])
+    baseline = decision.get("baseline") or {}
+    if baseline.get("below_baseline"):
+        out.print(f"warning: on held-out rows the model scores {baseline['model']:.4f} {baseline['metric']}, below always "
+                  f"predicting {baseline['baseline']} ({baseline['baseline_score']:.4f})")
+    notes = [n for n in manifest.get("schema", {}).get("notes", []) if "balanced classes" in n or "cross-validation" in n]
+    for note in notes:
+        out.print(f"note: {note}")
 
 
 # --------------------------------------------------------------------------

@@ -37,7 +37,11 @@ from autodl.progress import NullReporter, Reporter
 from autodl.run import RunDir, atomic_write, atomic_write_text, write_json
 
 SMALL_DATA_ROWS = 3000  # at or below this many training rows, --cv auto selects with 5 folds
-IMBALANCE_RATIO = 0.2  # --class-weight auto balances when minority/majority falls below this
+AUTO_FOLDS = 5
+# --class-weight auto balances the classes only for metrics that reward it: plain accuracy, log
+# loss and ROC AUC are best served by the rows as they come (balancing an 11%-positive table
+# made a model decide for a balanced problem and lose to always predicting the majority).
+BALANCING_METRICS = ("balanced_accuracy",)
 
 
 @dataclass
@@ -251,9 +255,20 @@ def prepare(
     folds = None
     n_folds = resolve_cv(config.cv, len(pool_rows), text=any(c.kind == "text" for c in schema.features))
     if n_folds:
+        # A default must not refuse data plain options can fit: with --cv auto, classes too
+        # small for every fold are stratified together (and said so); an explicit --cv K stays strict.
+        auto = config.cv == "auto"
         folds = kfold_indices(
-            data.y[pool_rows], k=n_folds, stratify=stratify, seed=config.seed, class_names=schema.classes  # type: ignore[index]
+            data.y[pool_rows], k=n_folds, stratify=stratify, seed=config.seed, class_names=schema.classes,  # type: ignore[index]
+            pool_rare=auto,
         )
+        if auto and stratify:
+            counts = np.bincount(data.y[pool_rows], minlength=len(schema.classes or []))  # type: ignore[index]
+            rare = [str(c) for c, n in zip(schema.classes or [], counts) if 0 < n < n_folds]
+            if rare:
+                schema.notes.append(f"{n_folds}-fold cross-validation: class{'es' if len(rare) > 1 else ''} "
+                                    f"{', '.join(repr(c) for c in rare)} with fewer than {n_folds} rows "
+                                    "stratified together (some folds miss them)")
     prepared = Prepared(schema=schema, data=data, split=split, test=test, folds=folds, test_frame=test_frame, frame=labelled)
     apply_weights(prepared, config)
     return prepared
@@ -316,7 +331,7 @@ def to_data(df: pd.DataFrame, schema: Schema) -> ModelData:
     weight = None
     if schema.weight_column:
         weight = df[schema.weight_column].to_numpy(dtype=np.float32)
-    return ModelData(to_model_inputs(df, schema), y, weight)
+    return ModelData(to_model_inputs(df, schema), y, weight, None if weight is None else weight.copy())
 
 
 def resolve_cv(cv: int | str | None, n_rows: int, *, text: bool = False) -> int:
@@ -327,26 +342,37 @@ def resolve_cv(cv: int | str | None, n_rows: int, *, text: bool = False) -> int:
     leave a budget room for one or two of them.
     """
     if cv == "auto":
-        return 5 if n_rows <= SMALL_DATA_ROWS and not text else 0
+        return AUTO_FOLDS if n_rows <= SMALL_DATA_ROWS and not text else 0
     if cv in (None, 0, "0", "none"):
         return 0
     return int(cv)  # type: ignore[arg-type]
 
 
-def balancing_weights(counts: np.ndarray, config: FitConfig) -> np.ndarray | None:
-    """One weight per class that balances the training rows' class counts, or ``None`` when not asked or needed."""
+def balancing_weights(counts: np.ndarray, config: FitConfig, metric: str) -> np.ndarray | None:
+    """One weight per class that balances the training rows' class counts, or ``None`` when not asked or needed.
+
+    ``auto`` balances only for a metric that rewards it (balanced accuracy) and classes that
+    are not balanced already; ``balanced`` always, ``none`` never.
+    """
     present = counts[counts > 0]
     balance = config.class_weight == "balanced" or (
-        config.class_weight == "auto" and present.min() / present.max() < IMBALANCE_RATIO
+        config.class_weight == "auto" and metric in BALANCING_METRICS and present.min() < present.max()
     )
     if not balance:
         return None
     return np.where(counts > 0, counts.sum() / (len(present) * np.maximum(counts, 1)), 0.0)
 
 
+BALANCED_NOTE = "trained for balanced classes (--class-weight): metrics count the rows as they come"
+
+
 def apply_weights(prepared: Prepared, config: FitConfig) -> None:
-    """Class weights (for imbalance) times the weight column, scaled to mean 1 on training rows."""
+    """Training weights: class weights (when asked for) times the weight column, scaled to mean 1 on training rows.
+
+    Metrics keep counting rows with the weight column alone (``ModelData.score_weight``).
+    """
     data, schema = prepared.data, prepared.schema
+    metric = metrics_lib.validate_metric(config.metric, schema.task)
     train_rows = np.concatenate([prepared.split.train, prepared.split.valid]) if prepared.folds else prepared.split.train
     if schema.task == "regression":
         y_train = data.y[prepared.split.train]  # type: ignore[index]
@@ -354,10 +380,10 @@ def apply_weights(prepared: Prepared, config: FitConfig) -> None:
         prepared.target_std = float(np.std(y_train)) or 1.0
     weights = np.ones(len(data), dtype=np.float32) if data.sample_weight is None else data.sample_weight.copy()
     if schema.is_classification:
-        class_weight = balancing_weights(np.bincount(data.y[train_rows], minlength=len(schema.classes or [])), config)  # type: ignore[index]
+        class_weight = balancing_weights(np.bincount(data.y[train_rows], minlength=len(schema.classes or [])), config, metric)  # type: ignore[index]
         if class_weight is not None:
             weights = weights * class_weight[data.y].astype(np.float32)  # type: ignore[index]
-            schema.notes.append("classes weighted for balance (--class-weight)")
+            schema.notes.append(BALANCED_NOTE)
     if schema.weight_column is None and not np.any(weights != 1.0):
         data.sample_weight = None
         return
@@ -377,6 +403,17 @@ class Final:
     strategy: str | None = None  # the tf.distribute strategy of a refit
     # Members retrained on train + validation: the validation rows no longer score them.
     refit: list[str] = field(default_factory=list)
+    # Predictions of the shipped configuration on rows it did not train on (validation rows, or
+    # out-of-fold under CV; before any refit): the decision threshold and the baseline check read them.
+    held_out: "HeldOut | None" = None
+
+
+@dataclass
+class HeldOut:
+    """Held-out predictions: ``rows`` are positions in ``Prepared.data``, ``output`` the model's output on them."""
+
+    rows: np.ndarray
+    output: np.ndarray
 
 
 def warm_start_config(architecture: str, text_model: str | None = None) -> dict[str, Any]:
@@ -618,24 +655,24 @@ def finalize(
 
     ranked = tuner.ranked_trials()
     if not ranked:
-        failures = [t for t in tuner.oracle.trials.values() if t.status != "COMPLETED"]
-        detail = ""
-        if failures and failures[-1].message:
-            detail = ": " + failures[-1].message.strip().splitlines()[-1]
-        raise UserError(f"no trial finished within the budget{detail}; raise --time-limit or --max-trials")
+        failures = [t for t in tuner.oracle.trials.values() if t.status in ("FAILED", "INVALID") and t.message]
+        if failures:
+            raise UserError(f"no trial completed: {len(failures)} failed, the last with "
+                            f"{failures[-1].message.strip().splitlines()[-1]}; run with --debug for its traceback")
+        raise UserError("no trial finished within the budget; raise --time-limit or --max-trials")
     best = ranked[0]
     split, data, schema = prepared.split, prepared.data, prepared.schema
     if prepared.folds is not None and config.refit != "never":
         (model,), strategy = refit_members(tuner, [best], prepared, config, deadline=deadline, reporter=reporter)
         if model is not None:
             return Final(model, "refit", [best.trial_id], "cross-validated configuration retrained on all training rows",
-                         float(best.score), strategy, refit=[best.trial_id])
+                         float(best.score), strategy, refit=[best.trial_id], held_out=out_of_fold(tuner, best, prepared))
     top = [t for t in ranked[: config.ensemble] if tuner.checkpoint_path(t.trial_id).exists()]
     if not top:
         raise RunError("the best trials' checkpoints are missing from the run's tuner/ folder; re-run with --overwrite")
     if prepared.folds is not None:
         return Final(tuner.load_model(top[0]), "single", [top[0].trial_id], "best trial (fold-0 weights); refit disabled or out of time",
-                     float(top[0].score))
+                     float(top[0].score), held_out=out_of_fold(tuner, top[0], prepared))
     valid = data.take(split.valid)
     text_search = searches_text_from_scratch(prepared, config)
     if text_search:
@@ -657,6 +694,7 @@ def finalize(
             chosen, score = candidates, ensemble_score
     trials = [top[i] for i in chosen]
     members = [models[i] for i in chosen]
+    held_out = HeldOut(split.valid, np.mean([outputs[i] for i in chosen], axis=0))
     refit_ids: list[str] = []
     strategy = None
     if config.refit == "always" or (config.refit == "auto" and text_search):
@@ -675,11 +713,68 @@ def finalize(
                f"averaging {len(members)} top trials beats the best single trial on validation")
         reason = f"{why} ({score:.4f} vs {single_score:.4f} {metric} on validation){retrained}"
         return Final(average_models(members, make_inputs(schema)), "ensemble", ids, reason, score,
-                     strategy if refit_ids else None, refit=refit_ids)
+                     strategy if refit_ids else None, refit=refit_ids, held_out=held_out)
     if refit_ids:
         return Final(members[0], "refit", ids, "best configuration on validation, retrained on train+validation", score,
-                     strategy, refit=refit_ids)
-    return Final(members[0], "single", ids, "best trial on validation (its best-epoch weights)", score)
+                     strategy, refit=refit_ids, held_out=held_out)
+    return Final(members[0], "single", ids, "best trial on validation (its best-epoch weights)", score, held_out=held_out)
+
+
+def out_of_fold(tuner: Any, trial: Any, prepared: Prepared) -> HeldOut | None:
+    """A cross-validated trial's out-of-fold predictions, as rows of ``prepared.data``."""
+    saved = tuner.load_held_out(trial.trial_id)
+    if saved is None:
+        return None
+    rows, output = saved
+    pool_rows = np.concatenate([prepared.split.train, prepared.split.valid])
+    return HeldOut(pool_rows[rows], output)
+
+
+@dataclass
+class Decision:
+    """How the shipped model turns probabilities into labels, and how it compares with a constant guess."""
+
+    threshold: float | None  # binary targets: the cut on the second class's probability; None: argmax
+    metric: str
+    score: float  # the shipped configuration's held-out score, with the threshold
+    rows: str  # "validation" or "out-of-fold"
+    baseline: Any  # autodl.decision.BaselineCheck
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "metric": self.metric, f"held_out_{self.metric}": self.score,
+                "rows": self.rows, "baseline": self.baseline.to_dict()}
+
+
+def decide_labels(final: Final, prepared: Prepared, config: FitConfig, *, metric: str, reporter: Reporter) -> Decision | None:
+    """Chooses a binary target's decision threshold on held-out rows and checks the model against a constant guess.
+
+    The threshold is stored in the schema (``Schema.threshold``), so ``predict``, the serving
+    signature and the edge runner decide alike. Fairness options decide with their own
+    rules (per-group thresholds, constrained selection) and keep argmax.
+    """
+    from autodl.decision import check_baseline, choose_threshold
+
+    held = final.held_out
+    schema, data = prepared.schema, prepared.data
+    if held is None or data.y is None or len(held.rows) == 0:
+        return None
+    y = data.y[held.rows]
+    weight = None if data.score_weight is None else data.score_weight[held.rows]
+    threshold = None
+    if schema.task == "binary" and not (config.fairness_constraint or config.mitigate):
+        threshold = choose_threshold(y, held.output, metric, weight)
+        schema.threshold = threshold
+    score = float(metrics_lib.compute(schema.task, y, held.output, weight, threshold)[metric])
+    split = prepared.split
+    train_rows = np.concatenate([split.train, split.valid]) if prepared.folds else split.train
+    y_train = data.y[train_rows] if len(train_rows) else y  # streamed: the training rows stay in the file
+    baseline = check_baseline(schema.task, metric, y_train, y, score, weight, schema.classes)
+    if baseline.below:
+        reporter.message(baseline.message())
+    if threshold is not None and threshold != 0.5:
+        reporter.message(f"decision threshold {threshold:.3f} on the probability of '{schema.classes[1]}' "  # type: ignore[index]
+                         f"(chosen on {'out-of-fold' if prepared.folds else 'validation'} rows for {metric})")
+    return Decision(threshold, metric, score, "out-of-fold" if prepared.folds else "validation", baseline)
 
 
 def searches_text_from_scratch(prepared: Prepared, config: FitConfig) -> bool:
@@ -706,6 +801,8 @@ def refit_members(
 
     A member is skipped when the time left cannot fit it, or (``from_scratch_only``) when it
     fine-tunes a pretrained text encoder: those gain least from more rows, and cost most.
+    A refit that raises keeps the member's trial weights too (reported in one line): the
+    trial's model is a sound fallback, and one failing member should not fail the fit.
     """
     from autodl import zoo
     from autodl.search.tuner import describe_model
@@ -734,8 +831,13 @@ def refit_members(
             continue
         reporter.message(f"refit: {describe_model(values)} (trial {trial.trial_id}) on all {len(pool)} rows, {epochs} epochs, "
                          f"{describe_strategy(strategy)}")
-        models.append(refit(tuner.hypermodel, trial.hyperparameters, pool, epochs=epochs, seed=config.seed, deadline=deadline,
-                            strategy=strategy))
+        try:
+            models.append(refit(tuner.hypermodel, trial.hyperparameters, pool, epochs=epochs, seed=config.seed,
+                                deadline=deadline, strategy=strategy))
+        except Exception as exc:  # noqa: BLE001 - not KeyboardInterrupt: Ctrl-C still stops the fit
+            reason = (f"{type(exc).__name__}: {exc}".strip().splitlines() or [type(exc).__name__])[0]
+            reporter.message(f"refit of trial {trial.trial_id} failed ({reason}); keeping its trial weights")
+            models.append(None)
     return models, describe_strategy(strategy)
 
 
@@ -754,22 +856,44 @@ def predict_output(model: Any, data: ModelData, task: str) -> np.ndarray:
 
 
 def evaluate_output(schema: Schema, y: np.ndarray, output: np.ndarray, sample_weight: np.ndarray | None) -> dict[str, float]:
-    return metrics_lib.compute(schema.task, y, output, sample_weight)
+    """All metrics of the task, labels decided at the run's threshold."""
+    return metrics_lib.compute(schema.task, y, output, sample_weight, schema.threshold)
+
+
+def decided_output(schema: Schema, output: np.ndarray) -> np.ndarray:
+    """The output with a binary target's labels decided at the run's threshold (one-hot rows), for code that reads argmax."""
+    if schema.task == "regression" or schema.threshold is None:
+        return output
+    from autodl.decision import decide, one_hot
+
+    return one_hot(decide(output, schema.threshold), output.shape[1])
 
 
 def prediction_frame(schema: Schema, output: np.ndarray) -> pd.DataFrame:
-    """``prediction`` plus one ``proba_<class>`` column per class for classifiers."""
+    """``prediction`` (at the run's decision threshold) plus one ``proba_<class>`` column per class for classifiers."""
     if schema.task == "regression":
         return pd.DataFrame({"prediction": output})
     classes = schema.classes or []
-    frame = pd.DataFrame({"prediction": [classes[i] for i in output.argmax(axis=1)]})
+    frame = pd.DataFrame({"prediction": [classes[i] for i in metrics_lib.decide(output, schema.threshold)]})
     for j, label in enumerate(classes):
         frame[f"proba_{label}"] = output[:, j]
     return frame
 
 
+def held_out_frame(prepared: Prepared, final: Final) -> pd.DataFrame:
+    """``valid_predictions.csv``: the target, the decided prediction and the probabilities on the held-out rows."""
+    held = final.held_out
+    assert held is not None
+    schema = prepared.schema
+    frame = prediction_frame(schema, held.output)
+    frame.insert(0, schema.target, prepared.frame[schema.target].to_numpy()[held.rows])
+    frame.insert(0, "row", held.rows)
+    return frame
+
+
 def leaderboard_frame(tuner: Any, metric: str) -> pd.DataFrame:
-    from autodl.search.tuner import describe_model
+    """One row per trial, best first; ``reason`` is a failed trial's exception in one line (its last traceback line)."""
+    from autodl.search.tuner import describe_model, failure_reason
 
     rows = []
     ranked_ids = [t.trial_id for t in tuner.ranked_trials()]
@@ -785,6 +909,7 @@ def leaderboard_frame(tuner: Any, metric: str) -> pd.DataFrame:
                 "epochs": tuner.best_epoch(trial) if trial.status == "COMPLETED" else None,
                 "seconds": round(log.get("seconds", math.nan), 2),
                 "status": str(trial.status),
+                "reason": failure_reason(trial),
                 "hyperparameters": json.dumps(values, sort_keys=True, default=str),
             }
         )
@@ -837,10 +962,11 @@ def prepare_stream(path: str | Path, test_df: pd.DataFrame | None, config: FitCo
     data = to_data(held_out, schema)
     n_valid = len(stats.valid)
     split = Split(train=np.empty(0, dtype=np.int64), valid=np.arange(n_valid), test=np.arange(n_valid, len(held_out)))
-    class_weight = None if stats.class_counts is None else balancing_weights(stats.class_counts, config)
+    metric = metrics_lib.validate_metric(config.metric, schema.task)
+    class_weight = None if stats.class_counts is None else balancing_weights(stats.class_counts, config, metric)
     if class_weight is not None:
         data.sample_weight = class_weight[data.y].astype(np.float32)  # type: ignore[index]
-        schema.notes.append("classes weighted for balance (--class-weight)")
+        schema.notes.append(BALANCED_NOTE)
     if test_df is not None:
         test, test_frame = labelled_test(test_df, config, schema)
     else:
@@ -957,18 +1083,22 @@ def run_fit(
         if fair.summary:
             timings["fairness"] = time.monotonic() - t0
         t0 = time.monotonic()
+        decision = None if fair.changed else decide_labels(final, prepared, config, metric=metric, reporter=reporter)
+        if decision is not None:
+            atomic_write_text(run.valid_predictions_path, held_out_frame(prepared, final).to_csv(index=False))
         test_output = predict_output(final.model, prepared.test, schema.task)
-        test_metrics = evaluate_output(schema, prepared.test.y, test_output, prepared.test.sample_weight)  # type: ignore[arg-type]
-        shipped_output = test_output
+        test_metrics = evaluate_output(schema, prepared.test.y, test_output, prepared.test.score_weight)  # type: ignore[arg-type]
+        shipped_output = decided_output(schema, test_output)
         if fair.thresholds is not None:
             shipped_output = fair.thresholds.decide_output(schema, prepared.test_frame, test_output)
             write_json(run.path / THRESHOLD_FILE, fair.thresholds.to_dict())
             fair.summary["mitigation"]["thresholds_file"] = THRESHOLD_FILE
-            decided = evaluate_output(schema, prepared.test.y, shipped_output, prepared.test.sample_weight)  # type: ignore[arg-type]
+            decided = evaluate_output(schema, prepared.test.y, shipped_output, prepared.test.score_weight)  # type: ignore[arg-type]
             # Log loss and AUC need scores, which thresholds do not change: only decision metrics move.
             test_metrics["with_thresholds"] = {k: decided[k] for k in ("accuracy", "balanced_accuracy", "f1") if k in decided}
         predictions = prediction_frame(schema, test_output)
-        predictions["prediction"] = prediction_frame(schema, shipped_output)["prediction"]
+        if fair.thresholds is not None:
+            predictions["prediction"] = prediction_frame(schema, shipped_output)["prediction"]
         predictions.insert(0, schema.target, prepared.test_frame[schema.target].to_numpy())
         atomic_write_text(run.predictions_path, predictions.to_csv(index=False))
         leaderboard = leaderboard_frame(tuner, metric)
@@ -1011,10 +1141,13 @@ def run_fit(
             "trials": int(len(leaderboard)),
             "completed": int((leaderboard["status"] == "COMPLETED").sum()) if len(leaderboard) else 0,
         },
-        metrics={"validation": {metric: final.valid_score}, "test": test_metrics},
+        metrics={"validation": {metric: decision.score if decision is not None else final.valid_score}, "test": test_metrics},
         leaderboard=json.loads(leaderboard.drop(columns=["hyperparameters"]).to_json(orient="records")),
         timings={k: round(v, 2) for k, v in timings.items()},
     )
+    manifest["schema"] = schema.to_dict()  # with the decision threshold chosen after the search
+    if decision is not None:
+        manifest["decision"] = decision.to_dict()
     texts = getattr(getattr(tuner.hypermodel, "stats", None), "texts", {})
     if texts:
         manifest["text_columns"] = {

@@ -45,16 +45,28 @@ def validate_metric(metric: str | None, task: str) -> str:
     return metric
 
 
+def decide(proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Class indices: the second class where its probability reaches ``threshold`` (binary), else argmax."""
+    proba = np.asarray(proba)
+    if threshold is None or proba.ndim != 2 or proba.shape[1] != 2:
+        return proba.argmax(axis=1)
+    return (proba[:, 1] >= threshold).astype(np.int64)
+
+
 def classification_metrics(
-    y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None
+    y_true: np.ndarray, proba: np.ndarray, sample_weight: np.ndarray | None = None, threshold: float | None = None
 ) -> dict[str, float]:
-    """Metrics for class indices ``y_true`` and probabilities ``proba`` of shape (n, n_classes)."""
+    """Metrics for class indices ``y_true`` and probabilities ``proba`` of shape (n, n_classes).
+
+    ``threshold`` (binary) is the run's decision threshold: labels are the second class where
+    its probability reaches it; log loss and ROC AUC read the probabilities either way.
+    """
+    pred = decide(proba, threshold)
     proba = np.clip(np.asarray(proba, dtype=np.float64), 1e-7, 1.0)
     # float32 softmax rows sum to 1 only within ~1e-7; scikit-learn warns on that.
     proba = proba / proba.sum(axis=1, keepdims=True)
     n_classes = proba.shape[1]
     labels = np.arange(n_classes)
-    pred = proba.argmax(axis=1)
     out = {
         "accuracy": skm.accuracy_score(y_true, pred, sample_weight=sample_weight),
         "balanced_accuracy": skm.balanced_accuracy_score(y_true, pred, sample_weight=sample_weight),
@@ -90,11 +102,13 @@ def regression_metrics(
     }
 
 
-def compute(task: str, y_true: np.ndarray, output: np.ndarray, sample_weight: np.ndarray | None = None) -> dict[str, float]:
+def compute(
+    task: str, y_true: np.ndarray, output: np.ndarray, sample_weight: np.ndarray | None = None, threshold: float | None = None
+) -> dict[str, float]:
     """All metrics of ``task``; ``output`` is probabilities (classification) or values."""
     if task == "regression":
         return regression_metrics(y_true, output, sample_weight)
-    return classification_metrics(y_true, output, sample_weight)
+    return classification_metrics(y_true, output, sample_weight, threshold)
 
 
 def is_better(a: float, b: float, metric: str) -> bool:

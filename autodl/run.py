@@ -38,6 +38,7 @@ MANIFEST = "run.json"
 MODEL = "model.keras"
 LEADERBOARD = "leaderboard.csv"
 TEST_PREDICTIONS = "test_predictions.csv"
+VALID_PREDICTIONS = "valid_predictions.csv"
 SPLIT = "split.npz"
 TUNER = "tuner"
 
@@ -52,6 +53,8 @@ class RunDir:
     model_path = property(lambda self: self.path / MODEL)
     leaderboard_path = property(lambda self: self.path / LEADERBOARD)
     predictions_path = property(lambda self: self.path / TEST_PREDICTIONS)
+    # The shipped configuration's held-out predictions (validation rows, or out-of-fold under CV).
+    valid_predictions_path = property(lambda self: self.path / VALID_PREDICTIONS)
     split_path = property(lambda self: self.path / SPLIT)
     tuner_dir = property(lambda self: self.path / TUNER)
 

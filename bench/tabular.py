@@ -18,7 +18,7 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,7 @@ class Split:
     positive: str | None = None  # positive class label for ROC AUC
 
 
-def _read(path: Path) -> pd.DataFrame:
+def read_csv(path: Path) -> pd.DataFrame:
     # The one reader for every contender, so that all of them see identical frames.
     return pd.read_csv(path, skipinitialspace=True, na_values="?")
 
@@ -96,13 +96,13 @@ def _read(path: Path) -> pd.DataFrame:
 def load_dataset(name: str, data_dir: Path, *, quick: bool = False) -> Split:
     """Train/test frames for ``name`` under the conventions of the data README."""
     if name == "adult":
-        train = _read(data_dir / "adult" / "adult.data")
-        test = _read(data_dir / "adult" / "adult.test")
+        train = read_csv(data_dir / "adult" / "adult.data")
+        test = read_csv(data_dir / "adult" / "adult.test")
         # adult.test labels carry a trailing dot ("<=50K."); adult.data labels do not.
         test["Y"] = test["Y"].str.rstrip(".")
         split = Split(name, "Y", "binary", train, test, positive=">50K")
     elif name == "housing":
-        frame = _read(data_dir / "california_housing" / "housing.csv")
+        frame = read_csv(data_dir / "california_housing" / "housing.csv")
         frame["median_house_value"] = frame["median_house_value"] / 100_000
         order = np.random.RandomState(0).permutation(len(frame))
         n_train = int(0.8 * len(frame))
@@ -145,7 +145,7 @@ def score(split: Split, predicted: np.ndarray, positive_proba: np.ndarray | None
 # --------------------------------------------------------------------- contenders
 
 
-def _to_lightgbm_frame(x: pd.DataFrame, categories: Mapping[str, pd.CategoricalDtype]) -> pd.DataFrame:
+def to_lightgbm_frame(x: pd.DataFrame, categories: Mapping[str, pd.CategoricalDtype]) -> pd.DataFrame:
     # Same category list on train and test, so codes mean the same level in both;
     # levels unseen in training become missing.
     x = x.copy()
@@ -165,8 +165,8 @@ def run_lightgbm(split: Split, **_: Any) -> dict[str, Any]:
         for column in x_train.columns
         if not pd.api.types.is_numeric_dtype(x_train[column])
     }
-    x_train = _to_lightgbm_frame(x_train, categories)
-    x_test = _to_lightgbm_frame(x_test, categories)
+    x_train = to_lightgbm_frame(x_train, categories)
+    x_test = to_lightgbm_frame(x_test, categories)
     y_train = split.train[split.target]
 
     model = lgb.LGBMClassifier(verbose=-1) if split.task == "binary" else lgb.LGBMRegressor(verbose=-1)
@@ -190,8 +190,11 @@ def run_lightgbm(split: Split, **_: Any) -> dict[str, Any]:
     }
 
 
-def run_autodl(split: Split, *, time_limit_s: float, runs_dir: Path | None, **_: Any) -> dict[str, Any]:
-    """The product through its public Python API."""
+def run_autodl(
+    split: Split, *, time_limit_s: float, runs_dir: Path | None,
+    scorer: Callable[[Split, np.ndarray, np.ndarray | None], Mapping[str, Any]] | None = None, **_: Any,
+) -> dict[str, Any]:
+    """The product through its public Python API; ``scorer`` (default :func:`score`) turns predictions into metrics."""
     from autodl import AutoModel
 
     temp: tempfile.TemporaryDirectory[str] | None = None
@@ -221,7 +224,7 @@ def run_autodl(split: Split, *, time_limit_s: float, runs_dir: Path | None, **_:
                 raise KeyError(f"predict_proba has no column {split.positive!r}: {list(proba.columns)}")
             positive_proba = np.asarray(proba[column], dtype=float)
         predict_s = time.perf_counter() - started
-        metrics = score(split, predicted, positive_proba)
+        metrics = (scorer or score)(split, predicted, positive_proba)
 
         # Secondary facts; an unfinished product API must not cost the measured result.
         trials: int | None

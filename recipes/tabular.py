@@ -103,7 +103,8 @@ class ValidationScore(keras.callbacks.Callback):
         output = np.asarray(self.model.predict(self._dataset, verbose=0), dtype=np.float64)
         if self.task == "regression":
             output = output.reshape(-1)
-        scores = metrics_lib.compute(self.task, self.valid.y, output, self.valid.sample_weight)  # type: ignore[arg-type]
+        # Unweighted by class balancing (``score_weight``): trials are selected on the metric as the user reads it.
+        scores = metrics_lib.compute(self.task, self.valid.y, output, self.valid.score_weight)  # type: ignore[arg-type]
         if logs is not None:
             logs[f"val_{self.metric}"] = scores[self.metric]
 

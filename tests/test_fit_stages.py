@@ -23,17 +23,23 @@ def test_cv_auto_uses_folds_only_on_small_data():
     assert resolve_cv(0, 100) == 0 and resolve_cv(3, 100000) == 3
 
 
-def test_imbalanced_target_gets_balanced_weights():
+def test_imbalanced_target_is_balanced_only_for_a_metric_that_rewards_it():
     df = make_table(600)
     df["y"] = np.where(np.arange(600) % 10 == 0, "rare", "common")
-    prepared = prepare(df, None, FitConfig(target="y", cv=0))
-    w, y = prepared.data.sample_weight, prepared.data.y
-    train = prepared.split.train
-    assert w is not None
-    # Both classes carry the same total weight on the training rows.
-    totals = [w[train][y[train] == k].sum() for k in (0, 1)]
-    assert totals[0] == pytest.approx(totals[1], rel=0.05)
-    assert any("weighted" in note for note in prepared.schema.notes)
+    # Accuracy (the default) is served by the rows as they come: no class weights.
+    plain = prepare(df, None, FitConfig(target="y", cv=0))
+    assert plain.data.sample_weight is None and plain.data.score_weight is None
+    for config in (FitConfig(target="y", cv=0, metric="balanced_accuracy"), FitConfig(target="y", cv=0, class_weight="balanced")):
+        prepared = prepare(df, None, config)
+        w, y = prepared.data.sample_weight, prepared.data.y
+        train = prepared.split.train
+        assert w is not None
+        # Both classes carry the same total weight on the training rows ...
+        totals = [w[train][y[train] == k].sum() for k in (0, 1)]
+        assert totals[0] == pytest.approx(totals[1], rel=0.05)
+        assert any("balanced classes" in note for note in prepared.schema.notes)
+        # ... while metrics still count every row once.
+        assert prepared.data.score_weight is None
 
 
 def test_balanced_target_is_unweighted_and_weight_column_is_used():
@@ -44,6 +50,8 @@ def test_balanced_target_is_unweighted_and_weight_column_is_used():
     assert "w" not in [c.name for c in prepared.schema.features]
     w = prepared.data.sample_weight
     assert w is not None and w.max() / w.min() == pytest.approx(3.0)
+    score = prepared.data.score_weight  # the user's weights count in the metrics too
+    assert score is not None and score.max() / score.min() == pytest.approx(3.0)
 
 
 def test_regression_target_is_standardized_on_train_only():

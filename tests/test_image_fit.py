@@ -53,7 +53,8 @@ def test_fit_on_a_folder_searches_pretrained_and_scratch_backbones(images, tmp_p
     assert sorted(board["architecture"]) == ["mobilenet_v3_small", "small_cnn"]
     assert (board["status"] == "COMPLETED").all() and board["val_accuracy"].notna().all()
     hps = json.loads(board.loc[board["architecture"] == "mobilenet_v3_small", "hyperparameters"].iloc[0])
-    assert {"image_size", "learning_rate", "dropout", "augmentation", "unfreeze_blocks", "finetune_lr_ratio"} <= set(hps)
+    assert {"image_size", "learning_rate", "dropout", "augmentation", "mobilenet_v3_small/unfreeze_blocks",
+            "mobilenet_v3_small/finetune_lr_ratio"} <= set(hps)
     # The trial's score is the saved model's: the shipped model reproduces it on the validation images.
     assert manifest["metrics"]["validation"]["accuracy"] == pytest.approx(manifest["final_model"]["val_accuracy"], abs=1e-6)
     assert manifest["metrics"]["test"]["accuracy"] >= 0.8  # colour classes; chance is 1/3

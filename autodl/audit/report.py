@@ -36,6 +36,7 @@ from autodl.audit.audit import (
     proxy_associations,
     sensitive_groups,
 )
+from autodl import metrics as metrics_lib
 from autodl.data import Schema, prepare_target
 from autodl.errors import DataError
 from autodl.run import write_json
@@ -69,7 +70,8 @@ def audit_frame(
     else:
         classes = [str(c) for c in schema.classes or []]
         labels = np.asarray(classes, dtype=object)
-        y_label, pred_label = labels[y], labels[np.argmax(output, axis=1)]
+        # Labels as predict decides them: at a binary run's decision threshold (one-hot decisions pass through).
+        y_label, pred_label = labels[y], labels[metrics_lib.decide(output, schema.threshold)]
         if schema.task == "binary":
             chosen = positive if positive is not None else classes[-1]
             if chosen not in classes:

@@ -78,7 +78,7 @@ def make_fair(
 
     def score(output: np.ndarray) -> float:
         output = output.reshape(-1) if regression else output
-        return float(metrics_lib.compute(schema.task, valid.y, output, valid.sample_weight)[metric])  # type: ignore[arg-type]
+        return float(metrics_lib.compute(schema.task, valid.y, output, valid.score_weight)[metric])  # type: ignore[arg-type]
 
     met = False
     if config.fairness_constraint:

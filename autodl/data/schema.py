@@ -83,6 +83,9 @@ class Schema:
     weight_column: str | None = None
     dropped_target_rows: int = 0
     notes: list[str] = field(default_factory=list)
+    # Binary targets: the second class is predicted where its probability reaches this
+    # (chosen on held-out rows for the run's metric; autodl.decision). None: argmax.
+    threshold: float | None = None
 
     @property
     def features(self) -> list[ColumnSpec]:
@@ -106,6 +109,7 @@ class Schema:
             "weight_column": self.weight_column,
             "dropped_target_rows": self.dropped_target_rows,
             "notes": list(self.notes),
+            "threshold": self.threshold,
         }
 
     @classmethod
@@ -118,6 +122,7 @@ class Schema:
             weight_column=d.get("weight_column"),
             dropped_target_rows=d.get("dropped_target_rows", 0),
             notes=list(d.get("notes", [])),
+            threshold=d.get("threshold"),
         )
 
 

@@ -86,16 +86,28 @@ def train_valid_test_split(
 
 
 def kfold_indices(
-    y: np.ndarray, *, k: int, stratify: bool, seed: int = 0, class_names: Sequence[Any] | None = None
+    y: np.ndarray, *, k: int, stratify: bool, seed: int = 0, class_names: Sequence[Any] | None = None,
+    pool_rare: bool = False,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``k`` shuffled (train, valid) row-position pairs; every row is in exactly one valid part."""
+    """``k`` shuffled (train, valid) row-position pairs; every row is in exactly one valid part.
+
+    A class with fewer than ``k`` rows cannot be in every fold: an error, or with
+    ``pool_rare`` such classes are stratified as one group (the other classes stay
+    stratified, and some folds' training rows miss a rare class).
+    """
     y = _as_1d(y)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise DataError(f"cross-validation needs at least 2 folds, got {k!r}; use --cv 2 or more")
     k = int(k)
     if len(y) < k:
         raise DataError(f"{k}-fold cross-validation needs at least {k} rows but there are {len(y)}; lower --cv")
-    if stratify:
+    if stratify and pool_rare:
+        labels = _stratify_labels(y, minimum=k)
+        if labels is None:
+            folds = KFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)))
+        else:
+            folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), labels)
+    elif stratify:
         _check_class_counts(
             y, k, class_names, f"{k}-fold stratified cross-validation needs at least {k} per class (lower --cv)"
         )
@@ -157,17 +169,17 @@ def _split(rows: np.ndarray, y: np.ndarray, size: int, stratify: bool, seed: int
     return np.asarray(kept, dtype=np.int64), np.asarray(taken, dtype=np.int64)
 
 
-def _stratify_labels(y: np.ndarray) -> np.ndarray | None:
-    """Class codes with single-row classes pooled, or None when stratifying makes no sense.
+def _stratify_labels(y: np.ndarray, minimum: int = 2) -> np.ndarray | None:
+    """Class codes with classes under ``minimum`` rows pooled, or None when stratifying makes no sense.
 
     After the test part is taken, a 2-row class may have 1 row left; pooling such
     rows keeps the other classes stratified instead of giving up on all of them.
     """
     _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
-    rare = counts[codes] < 2
+    rare = counts[codes] < minimum
     if not rare.any():
         return codes
     codes = codes.copy()
-    # One leftover row cannot form a group of its own; it joins the largest class.
-    codes[rare] = -1 if rare.sum() >= 2 else int(np.argmax(counts))
+    # Too few leftover rows to form a group of their own join the largest class.
+    codes[rare] = -1 if rare.sum() >= minimum else int(np.argmax(counts))
     return codes if len(np.unique(codes)) >= 2 else None

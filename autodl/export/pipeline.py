@@ -218,6 +218,7 @@ class _Reference:
     y: np.ndarray
     metric: str
     summary: dict[str, Any] = field(default_factory=dict)
+    threshold: float | None = None  # the run's binary decision threshold: labels are decided as predict decides
 
 
 def _reference(model: Any, schema: Schema, test: pd.DataFrame) -> _Reference:
@@ -231,14 +232,14 @@ def _reference(model: Any, schema: Schema, test: pd.DataFrame) -> _Reference:
     one_row = {k: v[:1] for k, v in x.items()}
     tensors = _as_tensors(one_row)
     summary = {
-        metric: score(schema.task, y, output),
+        metric: score(schema.task, y, output, schema.threshold),
         "parameters": int(model.count_params()),
         "latency_ms": {
             "predict": median_ms(lambda: model.predict(one_row, verbose=0), repeats=30),
             "call": median_ms(lambda: model(tensors, training=False), repeats=100),
         },
     }
-    return _Reference(output, y, metric, summary)
+    return _Reference(output, y, metric, summary, schema.threshold)
 
 
 def _as_tensors(x: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -247,9 +248,9 @@ def _as_tensors(x: dict[str, np.ndarray]) -> dict[str, Any]:
     return {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in x.items()}
 
 
-def score(task: str, y: np.ndarray, output: np.ndarray) -> float:
-    """Accuracy (classification) or RMSE (regression)."""
-    return float(metrics_lib.compute(task, y, output)[metrics_lib.default_metric(task)])
+def score(task: str, y: np.ndarray, output: np.ndarray, threshold: float | None = None) -> float:
+    """Accuracy (classification, labels at the run's ``threshold``) or RMSE (regression)."""
+    return float(metrics_lib.compute(task, y, output, threshold=threshold)[metrics_lib.default_metric(task)])
 
 
 def median_ms(fn: Callable[[], Any], repeats: int = LATENCY_REPEATS, *, budget_s: float = LATENCY_BUDGET_S) -> float:
@@ -270,12 +271,13 @@ def median_ms(fn: Callable[[], Any], repeats: int = LATENCY_REPEATS, *, budget_s
     return 1000.0 * statistics.median(times)
 
 
-def compare(task: str, reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
-    """Label agreement and the largest output difference against the Keras model."""
+def compare(task: str, reference: np.ndarray, output: np.ndarray, threshold: float | None = None) -> dict[str, float]:
+    """Label agreement (at the run's decision ``threshold``) and the largest output difference against the Keras model."""
     diff = float(np.max(np.abs(output.astype(np.float64) - reference))) if len(output) else 0.0
     if task == "regression":
         return {"max_abs_diff": diff}
-    agreement = float(np.mean(np.argmax(output, axis=1) == np.argmax(reference, axis=1))) if len(output) else 1.0
+    labels = metrics_lib.decide(output, threshold)
+    agreement = float(np.mean(labels == metrics_lib.decide(reference, threshold))) if len(output) else 1.0
     return {"label_agreement": agreement, "max_abs_diff": diff}
 
 
@@ -302,8 +304,8 @@ def _export_serving(
         "signature_outputs": result.signature_outputs,
         "warmup_records": result.warmup_records,
         "request_example": str(result.request_example.relative_to(staging)),
-        reference.metric: score(schema.task, reference.y, output),
-        **compare(schema.task, reference.output, output),
+        reference.metric: score(schema.task, reference.y, output, reference.threshold),
+        **compare(schema.task, reference.output, output, reference.threshold),
         "latency_ms": median_ms(lambda: signature(**one_row), repeats=100),
         "size_bytes": _tree_size(result.path),
     }
@@ -437,7 +439,7 @@ def _verify_variant(
     """
     model = _edge_model(bundle, variant)
     output = model.predict_output(data)
-    value = score(task, reference.y, output)
+    value = score(task, reference.y, output, reference.threshold)
     feeds = model.inputs(data)
     one_row = {k: v[:1] for k, v in feeds.items()}
     batch = {k: v[:throughput_batch] for k, v in feeds.items()}
@@ -452,7 +454,7 @@ def _verify_variant(
         "gzip_bytes": len(gzip.compress(content)),
         reference.metric: value,
         "metric_loss": loss,
-        **compare(task, reference.output, output),
+        **compare(task, reference.output, output, reference.threshold),
         "latency_ms": single_ms,
         "throughput_rows_per_s": batch_rows / (batch_ms / 1000.0),
         "flagged": bool(variant != "float32" and task != "regression" and loss > INT8_FLAG_TOLERANCE),

@@ -301,6 +301,7 @@ class _ServingModule(tf.Module):
         columns = [(c, keys[c.name]) for c in schema.features]
         task = schema.task
         labels = [_label(c) for c in (schema.classes or [])]
+        threshold = schema.threshold if len(labels) == 2 else None  # the run's binary decision threshold
 
         # A closure, not a method: a column named like a method argument
         # would otherwise clash with it.
@@ -310,9 +311,10 @@ class _ServingModule(tf.Module):
             out = tf.cast(self.model(x, training=False), tf.float32)
             if task == "regression":
                 return {"value": tf.reshape(out, [-1])}
+            index = tf.argmax(out, axis=1) if threshold is None else tf.cast(out[:, 1] >= threshold, tf.int64)
             return {
                 "probabilities": out,
-                "label": tf.gather(tf.constant(labels, tf.string), tf.argmax(out, axis=1)),
+                "label": tf.gather(tf.constant(labels, tf.string), index),
             }
 
         self.serve = serve

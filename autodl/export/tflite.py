@@ -167,6 +167,8 @@ def bundle_schema(edge: EdgeGraph, schema: Schema, variants: dict[str, dict[str,
         "missing_markers": list(MISSING_MARKERS),
         "inputs": inputs,
         "output": output_key(schema.task),
+        # Binary targets: the second label where its probability reaches this (the run's decision threshold).
+        "threshold": schema.threshold,
         "variants": variants or {},
         "default_variant": default_variant,
     }

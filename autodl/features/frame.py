@@ -102,11 +102,20 @@ class ModelData:
     """
 
     def __init__(
-        self, x: dict[str, np.ndarray], y: np.ndarray | None = None, sample_weight: np.ndarray | None = None
+        self,
+        x: dict[str, np.ndarray],
+        y: np.ndarray | None = None,
+        sample_weight: np.ndarray | None = None,
+        score_weight: np.ndarray | None = None,
     ) -> None:
         self.x = x
         self.y = y
+        # Training weights (class balancing times the user's weight column) and the weights
+        # metrics count rows with (the user's column only): a model trained for balanced
+        # classes is still scored on the rows as they come, so selection and the summary
+        # report the metric the user asked for.
         self.sample_weight = sample_weight
+        self.score_weight = score_weight
 
     def __len__(self) -> int:
         return len(next(iter(self.x.values()))) if self.x else (0 if self.y is None else len(self.y))
@@ -116,6 +125,7 @@ class ModelData:
             {k: v[rows] for k, v in self.x.items()},
             None if self.y is None else self.y[rows],
             None if self.sample_weight is None else self.sample_weight[rows],
+            None if self.score_weight is None else self.score_weight[rows],
         )
 
     @staticmethod
@@ -125,4 +135,5 @@ class ModelData:
             {k: np.concatenate([p.x[k] for p in parts]) for k in first.x},
             None if first.y is None else np.concatenate([p.y for p in parts]),  # type: ignore[misc]
             None if first.sample_weight is None else np.concatenate([p.sample_weight for p in parts]),  # type: ignore[misc]
+            None if first.score_weight is None else np.concatenate([p.score_weight for p in parts]),  # type: ignore[misc]
         )

@@ -86,6 +86,11 @@ class TabularHyperModel(kt.HyperModel):
         transform = hp.Choice("numeric_transform", list(NUMERIC_TRANSFORMS), default="quantile")
         learning_rate = hp.Float("learning_rate", 1e-4, 3e-3, sampling="log", default=1e-3)
         weight_decay = hp.Choice("weight_decay", [0.0, 1e-5, 1e-4, 1e-3], default=1e-5)
+        # Declared here, outside every conditional scope, because fit() reads it for every trial.
+        # Declared first inside a scope (the text_model one, by a pretrained encoder's schedule),
+        # the space held two batch_size entries; keras-tuner then dropped the value as inactive from
+        # trials of any other text model, and fit() raised KeyError: 'batch_size' (issue 23).
+        batch_size = self.batch_size(hp)
         text_encoder = None
         frozen = False
         if self.text_models:
@@ -101,7 +106,7 @@ class TabularHyperModel(kt.HyperModel):
                     # Feature extraction: the encoder stays as pretrained; the head trains at a head's rate.
                     frozen = hp.Boolean(f"{text_model}/frozen", default=False)
                     if not frozen:
-                        learning_rate = self._fine_tuning_rate(hp, text_model, tuning)
+                        learning_rate = self._fine_tuning_rate(hp, text_model, tuning, batch_size)
 
         inputs, features = build_inputs(self.schema, self.stats, numeric_transform=transform, text_encoder=text_encoder)
         entry = zoo.get(architecture)
@@ -121,13 +126,17 @@ class TabularHyperModel(kt.HyperModel):
             model, task=self.schema.task, learning_rate=learning_rate, weight_decay=weight_decay
         )
 
-    def _fine_tuning_rate(self, hp: kt.HyperParameters, text_model: str, tuning: Any) -> Any:
-        """A pretrained encoder's schedule: linear warm-up to a small searched peak, then linear decay to 0."""
+    def _fine_tuning_rate(self, hp: kt.HyperParameters, text_model: str, tuning: Any, batch_size: int) -> Any:
+        """A pretrained encoder's schedule: linear warm-up to a small searched peak, then linear decay to 0.
+
+        ``batch_size`` is the trial's, declared by ``build`` outside this (conditional) scope:
+        reading ``hp.Choice("batch_size")`` here would declare a second, conditional copy of it.
+        """
         from autodl.recipes.text import WarmupDecay
 
         low, high, default = tuning.learning_rate
         peak = hp.Float(f"{text_model}/learning_rate", low, high, sampling="log", default=default)
-        steps = -(-self.n_train_rows // self.batch_size(hp)) * tuning.epochs
+        steps = -(-self.n_train_rows // batch_size) * tuning.epochs
         return WarmupDecay(peak, warmup_steps=int(tuning.warmup_fraction * steps), total_steps=steps)
 
     def epoch_cap(self, hp: kt.HyperParameters) -> int | None:
@@ -139,6 +148,12 @@ class TabularHyperModel(kt.HyperModel):
         return 3 * tuning.epochs if hp.values.get(f"{text_model}/frozen") else tuning.epochs
 
     def batch_size(self, hp: kt.HyperParameters) -> int:
+        """The trial's batch size. Call it outside any conditional scope only (``build`` declares it first).
+
+        keras-tuner keys a hyperparameter by its name *and* its conditions: read inside a
+        scope, this would declare a second ``batch_size``, inactive for other trials, and
+        ``HyperParameters.ensure_active_values`` would delete the value both share.
+        """
         return hp.Choice("batch_size", list(BATCH_SIZES), default=default_batch_size(self.n_train_rows))
 
     def fit(  # type: ignore[override]

@@ -111,9 +111,12 @@ class ImageHyperModel(kt.HyperModel):
             load_pretrained(backbone, architecture, source=self.weights.get(architecture))
             n_blocks = len(entry.blocks(backbone)) if entry.blocks else 0
             with hp.conditional_scope("architecture", [architecture]):
-                # Blocks differ per backbone, so each has its own range under its own condition.
-                hp.Int("unfreeze_blocks", 0, min(n_blocks, 4), default=min(2, n_blocks))
-                hp.Choice("finetune_lr_ratio", [0.03, 0.1, 0.3], default=0.1)
+                # Blocks differ per backbone, so each has its own range under its own condition, and
+                # its own name: keras-tuner keys a hyperparameter by name and condition, and one name
+                # under two backbones' conditions had its value deleted for the first backbone
+                # (ensure_active_values), a KeyError in its next trial.
+                hp.Int(f"{architecture}/unfreeze_blocks", 0, min(n_blocks, 4), default=min(2, n_blocks))
+                hp.Choice(f"{architecture}/finetune_lr_ratio", [0.03, 0.1, 0.3], default=0.1)
         return classifier(
             backbone, len(self.classes), dropout=dropout, augmentation_strength=strength, flip=self.flip,
             pretrained=pretrained, name=f"autodl_{architecture}",
@@ -141,12 +144,13 @@ class ImageHyperModel(kt.HyperModel):
         rate = float(values["learning_rate"])
         with quiet_unknown_length():
             if is_pretrained(values["architecture"]):
-                unfreeze = int(values.get("unfreeze_blocks", 0))
+                prefix = f"{values['architecture']}/"
+                unfreeze = int(values.get(prefix + "unfreeze_blocks", 0))
                 head = max(1, min(HEAD_EPOCHS, self.max_epochs))
                 config = FineTuneConfig(
                     head_epochs=head, head_learning_rate=rate,
                     finetune_epochs=min(FINETUNE_EPOCHS, self.max_epochs) if unfreeze else 0,
-                    finetune_learning_rate=rate * float(values.get("finetune_lr_ratio", 0.1)),
+                    finetune_learning_rate=rate * float(values.get(prefix + "finetune_lr_ratio", 0.1)),
                     unfreeze_blocks=unfreeze, patience=PATIENCE, batch_size=BATCH_SIZE,
                 )
                 result = fine_tune(model, train, valid, blocks=zoo.get(values["architecture"]).blocks, config=config,

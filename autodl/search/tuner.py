@@ -7,6 +7,8 @@
   left, and a running trial stops at its deadline (checked every batch);
 - K-fold cross-validation inside a trial, when ``folds`` are given;
 - progress events for a ``Reporter``;
+- trials that raise are recorded as FAILED (the exception's last line reported in
+  one line, the traceback kept in the trial's ``trial.json``) and the search goes on;
 - checkpoints only for the top-k trials, so the disk does not fill up;
 - memory that stays flat: every build starts with ``keras.backend.clear_session()``
   (keras-tuner's ``_try_build``) and data pipelines are rebuilt per trial.
@@ -24,6 +26,7 @@ import signal
 import statistics
 import threading
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +37,8 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.src.engine import tuner_utils
 
+from autodl import metrics as metrics_lib
+from autodl.errors import UserError
 from autodl.features.frame import ModelData
 from autodl.progress import NullReporter, Reporter, TrialSummary
 
@@ -162,6 +167,22 @@ class AutoTuner(kt.Tuner):
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             self.reporter.on_search_end()
+        if not self.is_worker:
+            self._raise_if_every_trial_failed()
+
+    def _raise_if_every_trial_failed(self) -> None:
+        """A search whose trials all failed ends the fit with the last failure's one-line reason."""
+        trials = list(self.oracle.trials.values())
+        failed = [t for t in trials if t.status in FAILED]
+        if not failed or self.completed_trials():
+            return
+        ended = [self.oracle.trials[i] for i in self.oracle.end_order if self.oracle.trials[i].status in FAILED]
+        last = (ended or failed)[-1]
+        raise UserError(
+            f"no trial completed: {len(failed)} of {len(trials)} failed, the last (trial {last.trial_id}, "
+            f"{architecture_of(last)}) with {failure_reason(last) or 'no message'}; its traceback is in "
+            f"{Path(self.project_dir) / f'trial_{last.trial_id}' / 'trial.json'}"
+        )
 
     def _catch_ctrl_c(self) -> Any:
         """Turns Ctrl-C into a flag checked at every batch.
@@ -186,7 +207,9 @@ class AutoTuner(kt.Tuner):
 
     def pre_create_trial(self) -> None:
         self._check_interrupt()
-        durations = [v["seconds"] for v in self.trial_log.values()]
+        # A failed trial's time (often a build that raised in a second) says nothing about how long
+        # a trial takes: only trials that ran to the end size the next one.
+        durations = [v["seconds"] for v in self.trial_log.values() if not v.get("failed")]
         if not self.budget.can_start(durations):
             raise BudgetSpent()
 
@@ -215,6 +238,8 @@ class AutoTuner(kt.Tuner):
         seconds = time.monotonic() - self._trial_start
         self.trial_log[trial.trial_id] = {"seconds": seconds, "epochs": float(getattr(self, "_epochs_run", 0)),
                                           "loss_epoch": float(getattr(self, "_lowest_loss", (0.0, 0))[1])}
+        if trial.status in FAILED:  # still INVALID here: the oracle's end_trial makes it FAILED
+            self.trial_log[trial.trial_id]["failed"] = 1.0
         self.own_log[trial.trial_id] = self.trial_log[trial.trial_id]
         tmp = self._log_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.own_log))
@@ -239,6 +264,26 @@ class AutoTuner(kt.Tuner):
 
     # -- running one trial --------------------------------------------------------------
 
+    def _try_run_and_update_trial(self, trial: Any, *fit_args: Any, **fit_kwargs: Any) -> None:
+        """keras-tuner's, less the traceback it prints for every failed trial (its ``config.DEBUG`` is on).
+
+        A failed trial is INVALID (the oracle makes it FAILED, as no retry is allowed) with its
+        traceback as ``trial.message``, saved in its ``trial.json``; the user sees one line.
+        KeyboardInterrupt (and so Ctrl-C) and keras-tuner's ``FatalError`` still end the search.
+        """
+        try:
+            self._run_and_update_trial(trial, *fit_args, **fit_kwargs)
+            trial.status = kt.engine.trial.TrialStatus.COMPLETED
+            return
+        except kt.errors.FatalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other error fails this trial, not the search
+            failed_for_good = isinstance(exc, kt.errors.FailedTrialError)
+            trial.status = kt.engine.trial.TrialStatus.FAILED if failed_for_good else kt.engine.trial.TrialStatus.INVALID
+            trial.message = traceback.format_exc()
+        self.reporter.message(f"trial {trial.trial_id} ({architecture_of(trial)}) failed: {failure_reason(trial)}; "
+                              "the search goes on")
+
     def run_trial(self, trial: Any, train_data: ModelData, valid_data: ModelData | None, **kwargs: Any) -> Any:
         hp = trial.hyperparameters
         trial_seed = self.seed + int(trial.trial_id)
@@ -256,21 +301,30 @@ class AutoTuner(kt.Tuner):
         return self._run_cv_trial(trial, train_data, epochs=epochs, seed=trial_seed)
 
     def _run_cv_trial(self, trial: Any, pool: ModelData, *, epochs: int, seed: int) -> dict[str, float]:
-        """Mean of the folds' best validation scores; fold 0's best weights are the trial checkpoint."""
+        """The metric over the folds' out-of-fold predictions (each fold's best epoch); fold 0's best weights are the trial checkpoint.
+
+        The out-of-fold predictions are saved (``held_out_path``): the run chooses its
+        decision threshold on them and checks the model against a constant guess, since
+        the configuration that ships is then retrained on every row.
+        """
         objective = self.oracle.objective
         scores: list[float] = []
         best_epochs: list[int] = []
+        oof: np.ndarray | None = None
+        covered = np.zeros(len(pool), dtype=bool)
         for k, (train_rows, valid_rows) in enumerate(self.folds or []):
             if k > 0 and self._trial_deadline is not None and time.monotonic() > self._trial_deadline:
                 break  # the folds done so far are the evidence we have
             model = self._try_build(trial.hyperparameters)
-            callbacks: list[keras.callbacks.Callback] = [tuner_utils.TunerCallback(self, trial)]
+            fold_valid = pool.take(valid_rows)
+            best_output = BestEpochOutput(fold_valid, objective)
+            callbacks: list[keras.callbacks.Callback] = [tuner_utils.TunerCallback(self, trial), best_output]
             if k == 0:
                 callbacks.append(
                     tuner_utils.SaveBestEpoch(objective=objective, filepath=str(self.checkpoint_path(trial.trial_id)))
                 )
             history = self.hypermodel.fit(
-                trial.hyperparameters, model, pool.take(train_rows), pool.take(valid_rows),
+                trial.hyperparameters, model, pool.take(train_rows), fold_valid,
                 epochs=epochs, callbacks=callbacks, seed=seed + 1000 * k,
             )
             values = np.asarray(history.history[objective.name], dtype=np.float64)
@@ -280,7 +334,39 @@ class AutoTuner(kt.Tuner):
             # and its first maximum would stop a refit long before the model has converged.
             losses = np.asarray(history.history.get("val_loss", values), dtype=np.float64)
             best_epochs.append(int(np.nanargmin(losses)) + 1)
-        return {objective.name: float(np.mean(scores)), "best_epoch": float(np.mean(best_epochs))}
+            if best_output.output is not None:
+                if oof is None:
+                    oof = np.zeros((len(pool),) + best_output.output.shape[1:], dtype=np.float64)
+                oof[valid_rows] = best_output.output
+                covered[valid_rows] = True
+        score = float(np.mean(scores))
+        task, metric = getattr(self.hypermodel, "schema", None), objective.name.removeprefix("val_")
+        if oof is not None and task is not None and covered.any():
+            rows = np.flatnonzero(covered)
+            weight = None if pool.score_weight is None else pool.score_weight[rows]
+            # One score over all held-out rows, as the saved predictions recompute it (not a mean of fold scores).
+            score = float(metrics_lib.compute(task.task, pool.y[rows], oof[rows], weight)[metric])  # type: ignore[index]
+            self.save_held_out(trial.trial_id, rows, oof[rows])
+        return {objective.name: score, "best_epoch": float(np.mean(best_epochs))}
+
+    def held_out_path(self, trial_id: str) -> Path:
+        """A cross-validated trial's out-of-fold predictions: row positions in the CV pool and outputs."""
+        return Path(self.project_dir) / "held_out" / f"trial_{trial_id}.npz"
+
+    def save_held_out(self, trial_id: str, rows: np.ndarray, output: np.ndarray) -> None:
+        path = self.held_out_path(trial_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, rows=rows, output=output)
+        tmp.replace(path)
+
+    def load_held_out(self, trial_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(rows, output)`` saved by a cross-validated trial, or ``None``."""
+        path = self.held_out_path(trial_id)
+        if not path.exists():
+            return None
+        with np.load(path) as saved:  # plain arrays: allow_pickle stays off
+            return saved["rows"], saved["output"]
 
     def _configure_tensorboard_dir(self, callbacks: Any, trial: Any, execution: int = 0) -> None:
         # keras-tuner imports tensorboard here unconditionally; TF 2.21 no longer ships it
@@ -354,6 +440,35 @@ class AutoTuner(kt.Tuner):
         for trial_id, trial in self.oracle.trials.items():
             if trial_id not in keep_ids and (keep is not None or trial.status != "RUNNING"):
                 self.checkpoint_path(trial_id).unlink(missing_ok=True)
+                self.held_out_path(trial_id).unlink(missing_ok=True)
+
+
+class BestEpochOutput(keras.callbacks.Callback):
+    """Keeps the predictions on a fold's validation rows from the epoch with the best objective.
+
+    Placed after the recipe's ``ValidationScore`` (which writes the objective into the
+    logs); it predicts only on epochs that improve, the first best epoch winning ties,
+    as the trial's own best-epoch choice does.
+    """
+
+    def __init__(self, valid: ModelData, objective: Any) -> None:
+        from autodl.recipes.tabular import PREDICT_BATCH, make_dataset
+
+        super().__init__()
+        # The same pipeline ValidationScore predicts through, so the model's predict function is not traced twice.
+        self.dataset = make_dataset(valid, batch_size=PREDICT_BATCH, with_targets=False)
+        self.objective = objective
+        self.best: float | None = None
+        self.output: np.ndarray | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.objective.name)
+        if value is None or math.isnan(float(value)):
+            return
+        if self.best is None or (float(value) < self.best if self.objective.direction == "min" else float(value) > self.best):
+            self.best = float(value)
+            output = np.asarray(self.model.predict(self.dataset, verbose=0), dtype=np.float64)
+            self.output = output.reshape(-1) if output.ndim == 2 and output.shape[1] == 1 else output
 
 
 class ImageTuner(AutoTuner):
@@ -383,6 +498,20 @@ class ImageTuner(AutoTuner):
         if trial.metrics.exists("epochs"):
             return max(1, round(trial.metrics.get_last_value("epochs")))
         return super().best_epoch(trial)
+
+
+FAILED = ("FAILED", "INVALID")  # trial statuses of a trial that raised (INVALID until the oracle ends it)
+
+
+def failure_reason(trial: Any) -> str:
+    """A failed trial's one-line reason: the last non-empty line of its traceback (``ValueError: ...``); else ``""``."""
+    if trial.status not in FAILED:
+        return ""
+    lines = [line.strip() for line in (trial.message or "").splitlines() if line.strip()]
+    if lines:
+        return lines[-1]
+    # keras-tuner ends a trial INVALID, with no message, when its objective came out NaN.
+    return "the objective was NaN" if trial.score is not None and math.isnan(trial.score) else ""
 
 
 def architecture_of(trial: Any) -> str:

@@ -727,7 +727,7 @@ class EdgeModel:
         output = self.predict_output(columns)
         if self.schema["task"] == "regression":
             return [float(v) for v in output], output
-        chosen = np.argmax(output, axis=1)
+        chosen = decide(output, self.schema.get("threshold"))
         if self.fairness is not None:
             missing = [c for c in self.fairness["sensitive"] if c not in columns]
             if missing:
@@ -740,6 +740,13 @@ class EdgeModel:
                 decided = favourable_decisions(probability, int(self.fairness.get("seed", 0)))
                 chosen = np.where(decided == 1, positive, 1 - positive)
         return [self.labels[int(i)] for i in chosen], output
+
+
+def decide(output: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class indices: a binary bundle's second label where its probability reaches the run's threshold, else argmax."""
+    if threshold is None or output.ndim != 2 or output.shape[1] != 2:
+        return np.argmax(output, axis=1)
+    return (output[:, 1] >= threshold).astype(np.int64)
 
 
 def write_predictions(path: str | Path | None, schema: dict[str, Any], labels: list[Any], output: np.ndarray,

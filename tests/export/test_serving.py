@@ -26,6 +26,7 @@ from autodl.export.serving import (
     signature_keys,
 )
 from autodl.features.frame import ModelData, convert_column, to_epoch_seconds, to_model_inputs
+from autodl.metrics import decide
 from autodl.fit import predict_output
 from tests.conftest import make_table
 
@@ -114,8 +115,10 @@ def test_signature_matches_keras_on_raw_rows(task, runs, signatures):
     else:
         assert set(got) == {"probabilities", "label"}
         assert np.abs(got["probabilities"] - want).max() <= 1e-5
-        labels = np.array([str(c) for c in m.schema.classes])[want.argmax(axis=1)]
+        # Labels as predict decides them: a binary run's decision threshold, else argmax.
+        labels = np.array([str(c) for c in m.schema.classes])[decide(want, m.schema.threshold)]
         assert got["label"].astype(str).tolist() == labels.tolist()
+        assert got["label"].astype(str).tolist() == [str(v) for v in m.predict(rows)]
 
 
 @pytest.mark.parametrize("task", TASKS)
