@@ -683,13 +683,13 @@ def finalize(
         top = [t for t in family_leaders(ranked, config.ensemble) if tuner.checkpoint_path(t.trial_id).exists()]
     models = [_named(tuner.load_model(t), f"trial_{t.trial_id}") for t in top]
     outputs = [predict(m, valid) for m in models]
-    single_score = metrics_lib.compute(schema.task, valid.y, outputs[0], valid.sample_weight)[metric]  # type: ignore[arg-type]
+    single_score = metrics_lib.compute(schema.task, valid.y, outputs[0], valid.score_weight)[metric]  # type: ignore[arg-type]
     chosen, score = [0], float(single_score)
     if text_search and len(models) > 1:
-        chosen = informative_members(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.sample_weight)  # type: ignore[arg-type]
-        score = float(metrics_lib.compute(schema.task, valid.y, np.mean([outputs[i] for i in chosen], axis=0), valid.sample_weight)[metric])  # type: ignore[arg-type]
+        chosen = informative_members(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.score_weight)  # type: ignore[arg-type]
+        score = float(metrics_lib.compute(schema.task, valid.y, np.mean([outputs[i] for i in chosen], axis=0), valid.score_weight)[metric])  # type: ignore[arg-type]
     elif len(models) > 1:
-        candidates, ensemble_score = greedy_ensemble(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.sample_weight)  # type: ignore[arg-type]
+        candidates, ensemble_score = greedy_ensemble(outputs, valid.y, task=schema.task, metric=metric, sample_weight=valid.score_weight)  # type: ignore[arg-type]
         if len(candidates) > 1 and metrics_lib.is_better(ensemble_score, single_score, metric):
             chosen, score = candidates, ensemble_score
     trials = [top[i] for i in chosen]
