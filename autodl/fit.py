@@ -246,6 +246,12 @@ def prepare(
             seed=config.seed,
             class_names=schema.classes,
         )
+    if stratify:
+        counts = np.bincount(data.y, minlength=len(schema.classes or []))  # type: ignore[arg-type]
+        lone = [repr(str(c)) for c, n in zip(schema.classes or [], counts) if n == 1]
+        if lone:
+            schema.notes.append(f"class{'es' if len(lone) > 1 else ''} {', '.join(lone)} with a single row: "
+                                "kept for training only (too rare to validate or test)")
     if test_df is not None:
         test, test_frame = labelled_test(test_df, config, schema)
     else:

@@ -139,7 +139,7 @@ def test_cv_auto_fits_classes_too_small_for_every_fold(tmp_path):
     rng = np.random.default_rng(1)
     n = 160
     x = rng.normal(size=(n, 3))
-    site = np.where(x[:, 0] > 0, "cp", "im")
+    site = np.where(x[:, 0] > 0, "cp", "im").astype(object)
     site[:3] = "imL"
     site[3:6] = "omL"
     df = pd.DataFrame(x.round(4), columns=["p", "q", "r"]).assign(site=site)
@@ -148,3 +148,17 @@ def test_cv_auto_fits_classes_too_small_for_every_fold(tmp_path):
     assert manifest["status"] == "complete" and manifest["split"]["cv_folds"] == 5
     assert any("stratified together" in note for note in manifest["schema"]["notes"])
     assert json.loads((model.run_dir / "run.json").read_text())["decision"]["threshold"] is None  # multiclass: argmax
+
+
+def test_a_class_with_one_row_is_kept_for_training(tmp_path):
+    """ecoli's seed-1 split: one 'omL' row among the training rows made the default refuse the table."""
+    from autodl import AutoModel
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(120, 2))
+    site = np.where(x[:, 0] > 0, "cp", "im").astype(object)
+    site[0] = "omL"
+    df = pd.DataFrame(x.round(4), columns=["p", "q"]).assign(site=site)
+    model = AutoModel(target="site", max_trials=1, max_epochs=2, out=tmp_path / "run", verbosity=0).fit(df)
+    assert model.manifest["status"] == "complete"
+    assert any("'omL' with a single row" in note for note in model.manifest["schema"]["notes"])

@@ -51,9 +51,11 @@ def train_valid_test_split(
     """Splits rows into train / valid / test; ``test_fraction=0`` gives an empty test part.
 
     ``y`` is the target (class indices or labels when ``stratify``).
-    ``class_names`` maps class indices to names for error messages. A class
-    with a single row is an error when stratifying; classes too small to be
-    spread over all three parts are split without stratification instead.
+    When stratifying, a class with a single row stays in the training part (the
+    only place it can teach the model anything: a default must not refuse a table
+    that LightGBM or a linear model fits), and classes too small to be spread over
+    all three parts are pooled for stratification. ``class_names`` is kept for
+    callers that name classes.
     """
     y = _as_1d(y)
     if not 0 < valid_fraction < 1:
@@ -72,17 +74,19 @@ def train_valid_test_split(
             f"only {n} rows; splitting into train/valid{'/test' if test_fraction else ''} "
             f"needs at least {need} rows (add rows)"
         )
-    if stratify:
-        _check_class_counts(y, 2, class_names, "a stratified split needs at least 2 per class (remove or merge it)")
-
     n_test, n_valid = _part_sizes(n, valid_fraction, test_fraction)
     rows = np.arange(n, dtype=np.int64)
+    lone = np.empty(0, dtype=np.int64)
+    if stratify:
+        _, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+        single = counts[codes] == 1
+        lone, rows = rows[single], rows[~single]
     if n_test:
-        rest, test = _split(rows, y, n_test, stratify, seed)
+        rest, test = _split(rows, y[rows], n_test, stratify, seed)
     else:
         rest, test = rows, np.empty(0, dtype=np.int64)
     train, valid = _split(rest, y[rest], n_valid, stratify, seed + 1)
-    return Split(train=np.sort(train), valid=np.sort(valid), test=np.sort(test))
+    return Split(train=np.sort(np.concatenate([train, lone])), valid=np.sort(valid), test=np.sort(test))
 
 
 def kfold_indices(

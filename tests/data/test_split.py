@@ -91,17 +91,19 @@ def test_bad_fractions(one_line, kwargs, needle):
     assert needle in one_line(excinfo)
 
 
-def test_class_with_one_row_is_named(one_line):
+def test_class_with_one_row_stays_in_training():
+    """ecoli's seed-1 training rows hold one 'omL' row: refusing the table was a default refusing data."""
     y = np.array([0, 1] * 20 + [2])
-    with pytest.raises(DataError) as excinfo:
-        train_valid_test_split(y, stratify=True, class_names=["cat", "dog", "axolotl"])
-    assert one_line(excinfo) == (
-        "class 'axolotl' has only 1 row; a stratified split needs at least 2 per class (remove or merge it)"
-    )
-    with pytest.raises(DataError) as excinfo:
-        train_valid_test_split(np.array(["x"] + ["a", "b"] * 20, dtype=object), stratify=True)
-    assert one_line(excinfo).startswith("class 'x' has only 1 row")
-    # Without stratification a lone class is fine.
+    split = train_valid_test_split(y, stratify=True, class_names=["cat", "dog", "axolotl"])
+    assert_partition(split, len(y))
+    assert 40 in split.train  # the lone row can only teach the model from the training part
+    labels = np.array(["x"] + ["a", "b"] * 20, dtype=object)
+    split = train_valid_test_split(labels, stratify=True)
+    assert_partition(split, len(labels))
+    assert 0 in split.train
+    # The other classes are still stratified.
+    split = train_valid_test_split(y, stratify=True)
+    assert sorted(np.unique(y[split.valid], return_counts=True)[1]) == [3, 3]
     assert_partition(train_valid_test_split(y, stratify=False), len(y))
 
 
