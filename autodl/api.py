@@ -46,8 +46,9 @@ class AutoModel:
         max_trials: the most search trials.
         tuner: ``"bayesian"`` (default), ``"hyperband"`` or ``"random"``.
         cv: folds for cross-validated selection; ``"auto"`` uses 5 on small data (≤ 3,000 rows), 0 = one split.
-        seed: the split, folds, first trials and initial weights; scores still vary between runs
-            under a time limit (it decides how many trials run) and with multithreaded TensorFlow.
+        seed: the split, folds, search proposals and initial weights. Without ``time_limit`` the same
+            seed repeats a run exactly on the same machine; with it, the clock decides how many trials
+            run and where a long trial is cut short, so scores vary between runs.
         out: the run directory (default ``runs/<data>-<target>``).
         overwrite: start fresh instead of resuming an unfinished run.
         weight_column: a column of per-row sample weights.

@@ -65,7 +65,7 @@ def fit(
     tuner: str = typer.Option("bayesian", help="bayesian, hyperband or random."),
     metric: Optional[str] = typer.Option(None, help="Metric to optimize: accuracy, balanced_accuracy, log_loss, roc_auc, f1; rmse, mae, r2."),
     cv: str = typer.Option("auto", help="K-fold selection: a number of folds, 0 for one validation split, auto = 5 folds up to 3,000 rows (classes too small for every fold are stratified together)."),
-    seed: int = typer.Option(0, help="Random seed of the split, the folds, the search's proposals and the initial weights. The same seed gives the same split and the same first trials; scores still vary from run to run, because --time-limit decides how many trials run and multithreaded TensorFlow is not bit-exact. --max-trials without --time-limit varies least."),
+    seed: int = typer.Option(0, help="Random seed of the split, the folds, the search's proposals and the initial weights. Without --time-limit, the same seed repeats a run exactly on the same machine; with it, the clock decides how many trials run and where a long trial is cut short, so scores vary from run to run (most on small tables)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start fresh instead of resuming an unfinished run in the same directory."),
     weight_column: Optional[str] = typer.Option(None, "--weight-column", help="Column of per-row sample weights."),
     drop: Optional[str] = typer.Option(None, help="Comma-separated columns to leave out."),

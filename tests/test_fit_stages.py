@@ -76,3 +76,15 @@ def test_open_run_refuses_foreign_folders(tmp_path):
         open_run(FitConfig(target="y", out=str(tmp_path / "x")), "d.csv", "file:abc")
     run, resume = open_run(FitConfig(target="y", out=str(tmp_path / "new")), "d.csv", "file:abc")
     assert run.path.exists() and not resume
+
+
+def test_the_same_seed_repeats_a_fit_without_a_time_limit(tmp_path):
+    """What --help promises of --seed: without --time-limit, one machine repeats a run exactly."""
+    from autodl import AutoModel
+
+    df = make_table(240)
+    runs = [AutoModel(target="y", max_trials=2, max_epochs=4, seed=3, out=tmp_path / f"r{i}", verbosity=0).fit(df)
+            for i in range(2)]
+    boards = [m.leaderboard() for m in runs]
+    assert boards[0]["val_accuracy"].tolist() == boards[1]["val_accuracy"].tolist()
+    np.testing.assert_array_equal(runs[0].predict_proba(df).to_numpy(), runs[1].predict_proba(df).to_numpy())
