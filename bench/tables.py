@@ -415,6 +415,32 @@ def _names(allowed: Sequence[str] | None = None):
     return parse
 
 
+def _paths(text: str) -> list[Path]:
+    return [Path(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def merge_results(files: Sequence[Path]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows of saved results files, later files first for each (contender, table, seed); and the autodl rows they replaced.
+
+    One command cannot always run everything (a second autodl run for the spread, AutoGluon
+    from its own environment, a rerun of some tables): this prints them as one table.
+    """
+    current: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    replaced: list[dict[str, Any]] = []
+    for path in files:
+        fresh: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+        for row in json.loads(path.read_text()).get("results", []):
+            fresh[(row["contender"], row["table"], row["seed"], row.get("repeat", 1))] = row
+        for key, row in fresh.items():
+            old = {k: v for k, v in current.items() if k[:3] == key[:3]}
+            for old_key, old_row in old.items():
+                if old_row["contender"] == "autodl":
+                    replaced.append(old_row)
+                del current[old_key]
+        current.update(fresh)
+    return list(current.values()), replaced
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(item) for item in text.split(",") if item.strip()]
@@ -443,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="autodl and AutoGluon time limit per fit (default 2m; 20s with --quick)")
     parser.add_argument("--runs", type=int, default=1,
                         help="fit autodl this many times on each split, to measure its spread (default 1)")
+    parser.add_argument("--report", type=_paths, default=None,
+                        help="print the table of saved results files instead of running (comma-separated, merged in "
+                             "order: a later file's rows replace an earlier one's for the same contender and split, "
+                             "and replaced autodl rows form the spread)")
     parser.add_argument("--compare", type=Path, default=None,
                         help="an earlier results JSON: print autodl's spread between that run and this one")
     parser.add_argument("--quick", action="store_true",
@@ -755,6 +785,27 @@ def verdict(summary: Sequence[Mapping[str, Any]], contenders: Sequence[str]) -> 
     return "autodl, tables: " + "; ".join(parts)
 
 
+def report(files: Sequence[Path], specs: Mapping[str, TableSpec], console: Any) -> int:
+    """``--report``: the table, spread and verdict of saved results files, merged (nothing runs)."""
+    rows, replaced = merge_results(files)
+    rows = [row for row in rows if row["table"] in specs]
+    contenders = [c for c in CONTENDERS if any(row["contender"] == c for row in rows)]
+    summary = summarize(rows, specs, contenders)
+    summary.sort(key=lambda item: list(specs).index(item["table"]))
+    table, notes = results_table(summary, contenders, title=f"Breadth benchmark: {', '.join(p.name for p in files)}; seed means")
+    console.print(table)
+    for line in notes:
+        console.print(line, highlight=False)
+    aucs = auc_table(summary, contenders)
+    if aucs is not None:
+        console.print(aucs)
+    spreads = spread([row for row in rows if row["contender"] == "autodl"], specs, replaced)
+    if spreads:
+        console.print(spread_table(spreads))
+    console.print(verdict(summary, contenders), highlight=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     time_limit_s = args.time_limit
@@ -781,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     specs, notes = load_specs(data_dir)
     for line in notes:
         console.print(line, highlight=False)
+    if args.report:
+        return report(args.report, specs, console)
     wanted = args.tables or (list(QUICK_TABLES) if args.quick else list(specs))
     unknown = [t for t in wanted if t not in specs]
     if unknown:
