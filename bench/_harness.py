@@ -168,6 +168,15 @@ def add_child_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--json-out", type=Path, help="where the child writes its result JSON")
 
 
+def child_data_dir(args: argparse.Namespace, runners: Mapping[str, Any]) -> Path:
+    """A child's checked arguments (``--dataset``, ``--json-out``, a known ``--contender``) and its data directory."""
+    if not args.dataset or args.json_out is None:
+        raise SystemExit("--contender needs --dataset and --json-out")
+    if args.contender not in runners:
+        raise SystemExit(f"unknown contender {args.contender!r}")
+    return resolve_data_dir(args.data)
+
+
 def child_main(run: Callable[[], Mapping[str, Any]], json_out: Path) -> int:
     """Run one contender in this process and write its result to ``json_out``.
 

@@ -49,6 +49,7 @@ from _harness import (
     RESULTS_DIR,
     Job,
     add_child_args,
+    child_data_dir,
     child_main,
     environment_info,
     format_duration,
@@ -487,11 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _child(args: argparse.Namespace, time_limit_s: float, runs_dir: Path) -> int:
-    if not args.dataset or args.json_out is None:
-        raise SystemExit("--contender needs --dataset and --json-out")
-    if args.contender not in RUNNERS:
-        raise SystemExit(f"unknown contender {args.contender!r}")
-    data_dir = resolve_data_dir(args.data)
+    data_dir = child_data_dir(args, RUNNERS)
     table, seed, repeat = parse_run_key(args.dataset)
 
     def run() -> dict[str, Any]:

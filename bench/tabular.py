@@ -32,6 +32,7 @@ from _harness import (
     MetricColumn,
     add_child_args,
     any_failed,
+    child_data_dir,
     child_main,
     dir_size_mib,
     environment_info,
@@ -298,11 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _child(args: argparse.Namespace, time_limit_s: float, runs_dir: Path) -> int:
-    if not args.dataset or args.json_out is None:
-        raise SystemExit("--contender needs --dataset and --json-out")
-    if args.contender not in RUNNERS:
-        raise SystemExit(f"unknown contender {args.contender!r}")
-    data_dir = resolve_data_dir(args.data)
+    data_dir = child_data_dir(args, RUNNERS)
 
     def run() -> dict[str, Any]:
         split = load_dataset(args.dataset, data_dir, quick=args.quick)
